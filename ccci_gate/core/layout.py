@@ -1,0 +1,136 @@
+"""The layout as the core sees it: frozen, validated configuration values.
+
+Vocabulary:
+- **layout**: pipelines, projects and jobs read from ``layouts/`` and ``jobs/``
+  (see :mod:`ccci_gate.config` for the YAML and its schema).
+- **job**: one unit of work a worker runs (``build:<job>`` on Gearman), with its place in
+  the job graph (``requires``), its retry budget (``attempts``) and its filters.
+- **pipeline**: trigger → manager → reporters; ``manager`` orders its items.
+- **project**: a repository and, per pipeline, the jobs it runs there.
+
+Nothing here does I/O: these are the values the loader builds and the managers read.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+MANAGERS = ("independent", "dependent", "serial", "supercedent")
+PRECEDENCES = ("high", "normal", "low")
+REPORT_PHASES = ("start", "success", "failure", "merge-failure")
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A job: what runs (``kind``/``run``), where it sits in the graph and how it retries."""
+
+    name: str
+    kind: str = "shell"
+    run: str | None = None
+    requires: tuple[str, ...] = ()
+    voting: bool = True
+    attempts: int = 3
+    timeout: int | None = None
+    label: str | None = None
+    branches: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def function(self) -> str:
+        """The Gearman function a worker registers for this job."""
+        return f"build:{self.name}:{self.label}" if self.label else f"build:{self.name}"
+
+    def matches(self, branch: str, files: tuple[str, ...] | None) -> bool:
+        """Whether the job applies to a change on ``branch`` touching ``files``.
+
+        ``files`` is ``None`` when unknown (a ref item): file filters then match.
+        """
+        if self.branches and not any(re.fullmatch(b, branch) for b in self.branches):
+            return False
+        if self.files and files is not None:
+            return any(re.search(p, f) for p in self.files for f in files)
+        return True
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Adaptive window of a dependent pipeline (Zuul's defaults)."""
+
+    start: int = 20
+    floor: int = 3
+    increase: int = 1
+    decrease_factor: int = 2
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A pipeline: which events enter it, how items are ordered, who hears the results.
+
+    ``triggers`` maps a driver name (``gitea``, ``timer``, ``admin``...) to its filters,
+    each filter a mapping the driver understands. ``reporters`` maps a phase
+    (``start``, ``success``, ``failure``, ``merge-failure``) to ``{driver: options}``.
+    """
+
+    name: str
+    manager: str = "independent"
+    description: str = ""
+    precedence: str = "normal"
+    triggers: Mapping[str, tuple[Mapping, ...]] = field(default_factory=dict)
+    reporters: Mapping[str, Mapping[str, Mapping]] = field(default_factory=dict)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    retest_on_merge: bool = False
+    quick: bool = False
+
+    def reporters_for(self, phase: str) -> Mapping[str, Mapping]:
+        return self.reporters.get(phase, _EMPTY)
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """A project: its connection and, per pipeline, the names of the jobs it runs."""
+
+    name: str
+    connection: str | None = None
+    queue: str | None = None
+    pipelines: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The whole validated configuration the scheduler runs on."""
+
+    pipelines: Mapping[str, PipelineConfig] = field(default_factory=dict)
+    projects: Mapping[str, ProjectConfig] = field(default_factory=dict)
+    jobs: Mapping[str, JobConfig] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+    def jobs_for(self, project: str, pipeline: str, branch: str,
+                 files: tuple[str, ...] | None = None) -> tuple[JobConfig, ...]:
+        """The jobs ``project`` runs in ``pipeline`` for a change on ``branch``.
+
+        A job whose filters exclude the change is dropped, and so is every job that
+        requires it (it could never start).
+        """
+        proj = self.projects.get(project)
+        if proj is None:
+            return ()
+        names = proj.pipelines.get(pipeline, ())
+        kept: dict[str, JobConfig] = {}
+        for name in names:
+            job = self.jobs[name]
+            if job.matches(branch, files):
+                kept[name] = job
+        changed = True
+        while changed:
+            changed = False
+            for name, job in list(kept.items()):
+                if any(r not in kept for r in job.requires):
+                    del kept[name]
+                    changed = True
+        return tuple(kept.values())

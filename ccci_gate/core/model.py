@@ -1,0 +1,196 @@
+"""The state the scheduler owns: changes, items, buildsets, builds and change queues.
+
+Vocabulary:
+- **change**: what is tested — a pull request head (``number`` set) or a plain ref
+  (a branch tip after a push, a timer run).
+- **item**: one change enqueued in one pipeline.
+- **change queue**: ordered items that share a gate; independent pipelines give each
+  item a queue of its own.
+- **buildset**: one attempt at an item: its speculative ref and its builds. A reset
+  replaces the buildset; results for an old buildset are ignored.
+- **build**: one run of one job for one buildset.
+
+Only the scheduler thread touches these objects. No I/O here.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .jobgraph import JobGraph
+
+
+def new_id() -> str:
+    """A fresh random identifier (also the Gearman ``unique`` of a build)."""
+    return uuid.uuid4().hex
+
+
+class Result(str, enum.Enum):
+    """Final result of a build (Zuul v2 result strings) or of an item."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    SKIPPED = "SKIPPED"
+    NOT_REGISTERED = "NOT_REGISTERED"
+    RETRY_LIMIT = "RETRY_LIMIT"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+    CANCELED = "CANCELED"
+    ERROR = "ERROR"
+    MERGE_CONFLICT = "MERGE_CONFLICT"
+
+    @property
+    def is_infra(self) -> bool:
+        """Results that say the system failed, not the change."""
+        return self in (Result.NOT_REGISTERED, Result.RETRY_LIMIT, Result.ERROR)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change or ref under test.
+
+    ``ref`` is what the merger fetches for the change's head (``refs/pull/2/head``),
+    or the branch ref for a ref item; ``sha`` the head commit when known.
+    """
+
+    project: str
+    branch: str
+    ref: str
+    number: int | None = None
+    patchset: str | None = None
+    sha: str | None = None
+    oldrev: str | None = None
+    url: str = ""
+    title: str = ""
+    author: str = ""
+    files: tuple[str, ...] | None = None
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the change across patchsets: a PR, or a ref."""
+        if self.number is not None:
+            return (self.project, self.number)
+        return (self.project, self.ref)
+
+    def describe(self) -> str:
+        if self.number is not None:
+            return f"{self.project}#{self.number}" + (f",{self.patchset}" if self.patchset else "")
+        return f"{self.project}@{self.ref}" + (f" ({self.sha[:10]})" if self.sha else "")
+
+
+class BuildState(str, enum.Enum):
+    QUEUED = "QUEUED"        # submitted, no worker has started it
+    RUNNING = "RUNNING"      # a worker sent WORK_DATA
+    COMPLETED = "COMPLETED"
+
+
+@dataclass
+class Build:
+    """One run of one job for one buildset."""
+
+    job: str
+    buildset_id: str
+    id: str = field(default_factory=new_id)
+    attempt: int = 1
+    state: BuildState = BuildState.QUEUED
+    result: Result | None = None
+    voting: bool = True
+    worker: str = ""
+    url: str = ""
+    log_url: str = ""
+    progress: tuple[int, int] = (0, 0)
+    enqueued_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state is BuildState.COMPLETED
+
+
+class MergeState(str, enum.Enum):
+    PENDING = "PENDING"      # not asked yet
+    PREPARING = "PREPARING"  # the merger is building the speculative ref
+    READY = "READY"
+    CONFLICT = "CONFLICT"
+    ERROR = "ERROR"
+
+
+@dataclass
+class BuildSet:
+    """One attempt at an item: the speculative ref and the builds run on it."""
+
+    item_id: str
+    graph: JobGraph
+    id: str = field(default_factory=new_id)
+    changes: tuple[Change, ...] = ()
+    merge_state: MergeState = MergeState.PENDING
+    ref: str | None = None
+    commit: str | None = None
+    merge_message: str = ""
+    merge_attempts: int = 0
+    builds: dict[str, Build] = field(default_factory=dict)
+    tries: dict[str, int] = field(default_factory=dict)
+
+    def results(self) -> dict[str, Result]:
+        return {job: b.result for job, b in self.builds.items() if b.done and b.result}
+
+    def running(self) -> Iterator[Build]:
+        return (b for b in self.builds.values() if not b.done)
+
+
+class ItemState(str, enum.Enum):
+    WAITING = "WAITING"      # outside the window or not yet processed
+    ACTIVE = "ACTIVE"        # its buildset is being prepared or built
+    COMPLETE = "COMPLETE"    # every job has a result; waiting to report (head of queue)
+    REPORTED = "REPORTED"
+
+
+@dataclass
+class Item:
+    """A change enqueued in a pipeline."""
+
+    change: Change
+    pipeline: str
+    queue: "ChangeQueue"
+    id: str = field(default_factory=new_id)
+    enqueued_at: float = 0.0
+    state: ItemState = ItemState.WAITING
+    buildset: BuildSet | None = None
+    quick: bool = False
+    active: bool = True
+    failing_reason: str = ""
+    result: Result | None = None
+    reported_start: bool = False
+    dequeued: bool = False
+    live: bool = True
+    message: str = ""
+
+    @property
+    def item_ahead(self) -> "Item | None":
+        idx = self.queue.items.index(self)
+        return self.queue.items[idx - 1] if idx > 0 else None
+
+    @property
+    def items_ahead(self) -> list["Item"]:
+        return self.queue.items[: self.queue.items.index(self)]
+
+
+@dataclass
+class ChangeQueue:
+    """Ordered items of a pipeline that share a gate (one per item when independent)."""
+
+    pipeline: str
+    name: str
+    items: list[Item] = field(default_factory=list)
+    window: int = 0
+    id: str = field(default_factory=new_id)
+
+    def find(self, key: tuple) -> Item | None:
+        for item in self.items:
+            if item.change.key == key:
+                return item
+        return None
