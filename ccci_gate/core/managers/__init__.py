@@ -1,1 +1,29 @@
-"""managers."""
+"""Pipeline managers: how a pipeline orders its items and who may report.
+
+- ``independent``: each item alone (check, quick, post, periodic).
+- ``dependent``: the speculative gate; items tested on top of those ahead, merged in order.
+- ``serial``: one item at a time per project, in order.
+- ``supercedent``: at most one running and one waiting item per ref; newer waiting
+  items replace older ones.
+"""
+from __future__ import annotations
+
+from ..layout import Layout, PipelineConfig
+from .base import ManagerContext, PipelineManager
+from .independent import IndependentManager
+
+MANAGER_CLASSES: dict[str, type[PipelineManager]] = {
+    "independent": IndependentManager,
+}
+
+
+def make_manager(config: PipelineConfig, layout: Layout, ctx: ManagerContext) -> PipelineManager:
+    """The manager object for a pipeline's ``manager`` setting."""
+    try:
+        cls = MANAGER_CLASSES[config.manager]
+    except KeyError:
+        raise ValueError(f"pipeline {config.name}: manager {config.manager!r} is not available") from None
+    return cls(config, layout, ctx)
+
+
+__all__ = ["ManagerContext", "PipelineManager", "make_manager", "MANAGER_CLASSES"]

@@ -1,0 +1,249 @@
+"""The engine: the whole scheduling state machine, pure and steppable.
+
+``Engine.handle(event)`` applies one frozen event to the state (the pipelines' managers
+and their items) and returns the actions the outside world must carry out. The
+scheduler thread (``ccci_gate.scheduler``) feeds it events and executes the actions;
+tests can drive it directly with no I/O at all.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from . import events as ev
+from .actions import Action
+from .layout import Layout
+from .managers import ManagerContext, PipelineManager, make_manager
+from .model import BuildState, Change, Item, MergeState, Result
+from .status import item_summary
+from .triggers import pipeline_accepts
+
+MAX_PASSES = 1000
+
+
+class Engine:
+    """Pipelines and their items; the only writer is the scheduler thread."""
+
+    def __init__(self, layout: Layout, clock: Callable[[], float] = time.time,
+                 zuul_url: str = "", web_url: str = ""):
+        self.ctx = ManagerContext(clock, zuul_url, web_url)
+        self.layout = layout
+        self.managers: dict[str, PipelineManager] = {
+            name: make_manager(cfg, layout, self.ctx) for name, cfg in layout.pipelines.items()}
+        self.log: list[str] = []
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.ctx.clock
+
+    # --- the one entry point ------------------------------------------------------------
+
+    def handle(self, event: ev.Event) -> list[Action]:
+        """Apply ``event``; return what must be done, after walking every queue."""
+        handler = getattr(self, "_on_" + type(event).__name__, None)
+        actions: list[Action] = handler(event) if handler else self._on_other(event)
+        return actions + self.process()
+
+    def process(self) -> list[Action]:
+        """Walk every pipeline until nothing more happens."""
+        actions: list[Action] = []
+        for _ in range(MAX_PASSES):
+            step: list[Action] = []
+            for manager in self.managers.values():
+                step += manager.process()
+            if not step:
+                return actions
+            actions += step
+        raise RuntimeError("pipelines did not settle")  # pragma: no cover - a manager bug
+
+    def _on_other(self, event: ev.Event) -> list[Action]:
+        for manager in self.managers.values():
+            on_event = getattr(manager, "on_event", None)
+            if on_event is not None:
+                actions = on_event(event)
+                if actions is not None:
+                    return actions
+        self.note(f"ignored event {type(event).__name__}")
+        return []
+
+    def note(self, text: str) -> None:
+        self.log.append(text)
+        del self.log[:-200]
+
+    # --- triggers -----------------------------------------------------------------------
+
+    def _on_TriggerEvent(self, event: ev.TriggerEvent) -> list[Action]:
+        actions: list[Action] = []
+        change = event.change
+        if event.type == "pull_request" and event.action == "synchronized":
+            actions += self.supersede(change)
+        if event.type == "pull_request" and event.action == "closed":
+            actions += self.dequeue_everywhere(change.key, "pull request closed")
+        for name, manager in self.managers.items():
+            if event.driver == "timer" and event.data.get("pipeline") != name:
+                continue
+            if pipeline_accepts(manager.config.triggers, event):
+                actions += self.enqueue(name, change, quick=manager.config.quick)
+        for manager in self.managers.values():
+            on_trigger = getattr(manager, "on_trigger", None)
+            if on_trigger is not None:
+                actions += on_trigger(event)
+        return actions
+
+    def _on_EnqueueRequest(self, event: ev.EnqueueRequest) -> list[Action]:
+        if event.pipeline not in self.managers:
+            self.note(f"enqueue refused: no pipeline {event.pipeline!r}")
+            return []
+        return self.enqueue(event.pipeline, event.change, event.quick)
+
+    def enqueue(self, pipeline: str, change: Change, quick: bool = False) -> list[Action]:
+        item, actions, why = self.managers[pipeline].enqueue(change, quick)
+        self.note(f"enqueued {change.describe()} in {pipeline}" if item else f"not enqueued: {why}")
+        return actions
+
+    def supersede(self, change: Change) -> list[Action]:
+        """A new patchset: drop items of older patchsets of the same change."""
+        actions: list[Action] = []
+        for manager in self.managers.values():
+            item = manager.find(change.key)
+            if item is not None and (item.change.sha, item.change.patchset) != (change.sha, change.patchset):
+                actions += manager.dequeue(item, "superseded by a newer patchset")
+        return actions
+
+    def dequeue_everywhere(self, key: tuple, reason: str, pipeline: str = "") -> list[Action]:
+        actions: list[Action] = []
+        for name, manager in self.managers.items():
+            if pipeline and name != pipeline:
+                continue
+            item = manager.find(key)
+            if item is not None:
+                actions += manager.dequeue(item, reason)
+        return actions
+
+    def _on_DequeueRequest(self, event: ev.DequeueRequest) -> list[Action]:
+        return self.dequeue_everywhere(tuple(event.change_key), event.reason, event.pipeline)
+
+    # --- merger results ---------------------------------------------------------------
+
+    def _item_for_buildset(self, buildset_id: str) -> Item | None:
+        item = self.ctx.buildsets.get(buildset_id)
+        if item is None or item.buildset is None or item.buildset.id != buildset_id:
+            return None
+        return item
+
+    def _on_RefPrepared(self, event: ev.RefPrepared) -> list[Action]:
+        item = self._item_for_buildset(event.buildset_id)
+        if item is not None and item.buildset.merge_state is MergeState.PREPARING:
+            item.buildset.ref, item.buildset.commit = event.ref, event.commit
+            item.buildset.merge_state = MergeState.READY
+            self.ctx.dirty.add(item.id)
+        return []
+
+    def _on_MergeFailed(self, event: ev.MergeFailed) -> list[Action]:
+        from .managers.base import MERGE_RETRIES
+        item = self._item_for_buildset(event.buildset_id)
+        if item is None or item.buildset.merge_state is not MergeState.PREPARING:
+            return []
+        bs = item.buildset
+        bs.merge_message = event.message
+        if event.conflict:
+            bs.merge_state = MergeState.CONFLICT
+        elif bs.merge_attempts < MERGE_RETRIES:
+            bs.merge_state = MergeState.PENDING  # a merger error is not a conflict: retry
+        else:
+            bs.merge_state = MergeState.ERROR
+        self.ctx.dirty.add(item.id)
+        return []
+
+    # --- build results ------------------------------------------------------------------
+
+    def _build(self, build_id: str):
+        entry = self.ctx.builds.get(build_id)
+        return entry if entry is not None else (None, None)
+
+    def _on_BuildStarted(self, event: ev.BuildStarted) -> list[Action]:
+        item, build = self._build(event.build_id)
+        if build is not None:
+            build.state = BuildState.RUNNING
+            build.worker = event.worker or build.worker
+            build.url = event.url or build.url
+            build.started_at = build.started_at or self.clock()
+            self.ctx.dirty.add(item.id)
+        return []
+
+    def _on_BuildProgress(self, event: ev.BuildProgress) -> list[Action]:
+        item, build = self._build(event.build_id)
+        if build is not None:
+            build.progress = (event.numerator, event.denominator)
+        return []
+
+    def _on_BuildCompleted(self, event: ev.BuildCompleted) -> list[Action]:
+        item, build = self._build(event.build_id)
+        if item is None:
+            return []
+        try:
+            result = Result(event.result) if event.result is not None else None
+        except ValueError:
+            result = Result.FAILURE
+        manager = self.managers.get(item.pipeline)
+        if manager is None:
+            return []
+        return manager.complete_build(event.build_id, result, event.message, event.not_registered)
+
+    # --- reconfiguration ----------------------------------------------------------------
+
+    def _on_ReconfigureRequest(self, event: ev.ReconfigureRequest) -> list[Action]:
+        return self.reconfigure(event.layout)
+
+    def reconfigure(self, layout: Layout) -> list[Action]:
+        """Swap in ``layout``; items and builds in flight are re-homed where their
+        pipeline still exists, and dequeued (builds cancelled) where it does not."""
+        actions: list[Action] = []
+        old = self.managers
+        self.layout = layout
+        self.managers = {}
+        for name, cfg in layout.pipelines.items():
+            manager = make_manager(cfg, layout, self.ctx)
+            previous = old.get(name)
+            if previous is not None:
+                manager.adopt(previous)
+            self.managers[name] = manager
+        for name, manager in old.items():
+            if name not in self.managers:
+                for item in list(manager.items):
+                    actions += manager.dequeue(item, f"pipeline {name} removed by reconfiguration")
+        self.note(f"reconfigured: {len(layout.pipelines)} pipelines")
+        return actions
+
+    # --- views --------------------------------------------------------------------------
+
+    def take_dirty(self) -> tuple[list[Item], list[Item]]:
+        """Items changed since the last call (live ones, and ones that left a queue)."""
+        finished = self.ctx.finished
+        self.ctx.finished = []
+        dirty_ids = self.ctx.dirty
+        self.ctx.dirty = set()
+        finished_ids = {i.id for i in finished}
+        live = [i for m in self.managers.values() for i in m.items
+                if i.id in dirty_ids and i.id not in finished_ids]
+        return live, finished
+
+    def find_item(self, item_id: str) -> Item | None:
+        for manager in self.managers.values():
+            for item in manager.items:
+                if item.id == item_id:
+                    return item
+        return None
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        web = self.ctx.web_url
+        pipelines = []
+        for name, manager in self.managers.items():
+            queues = [{"name": q.name, "window": q.window,
+                       "items": [item_summary(i, now, web) for i in q.items]}
+                      for q in manager.queues if q.items]
+            pipelines.append({"name": name, "manager": manager.config.manager,
+                              "description": manager.config.description,
+                              "paused": manager.paused, "queues": queues})
+        return {"pipelines": pipelines, "time": now}

@@ -1,0 +1,348 @@
+"""What every pipeline manager does: enqueue, walk the queues, run the job graph, report.
+
+``process()`` walks every item (Zuul's ``processQueue``) and returns the actions needed
+to move it on: prepare its speculative ref, start ready builds, skip blocked ones,
+report and dequeue it when done. Managers differ in how items share queues, which
+changes a speculative ref contains, and who may report (see the subclasses).
+
+Pure: no I/O; ``clock`` is injected.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from ..actions import Action, CancelBuild, PrepareRef, Report, StartBuild
+from ..jobgraph import JobGraph
+from ..layout import Layout, PipelineConfig
+from ..model import (Build, BuildSet, BuildState, Change, ChangeQueue, Item, ItemState,
+                     MergeState, Result)
+from ..params import ParameterError, build_parameters
+from ..status import item_summary
+
+MERGE_RETRIES = 3
+
+
+class ManagerContext:
+    """What a manager needs from the engine: time, URLs and the build index."""
+
+    def __init__(self, clock: Callable[[], float], zuul_url: str = "", web_url: str = ""):
+        self.clock = clock
+        self.zuul_url = zuul_url
+        self.web_url = web_url.rstrip("/")
+        self.builds: dict[str, tuple[Item, Build]] = {}
+        self.buildsets: dict[str, Item] = {}
+        self.dirty: set[str] = set()
+        self.finished: list[Item] = []
+
+    def log_url(self, build_id: str) -> str:
+        return f"{self.web_url}/logs/{build_id}" if self.web_url else f"/logs/{build_id}"
+
+
+class PipelineManager:
+    """Base manager; subclasses set ``name`` and override the policy hooks."""
+
+    name = "base"
+
+    def __init__(self, config: PipelineConfig, layout: Layout, ctx: ManagerContext):
+        self.config = config
+        self.layout = layout
+        self.ctx = ctx
+        self.queues: list[ChangeQueue] = []
+        self.paused = False
+
+    # --- policy hooks --------------------------------------------------------------
+
+    def queue_for(self, change: Change) -> ChangeQueue:
+        """The queue a new item of ``change`` joins (independent: a new one each)."""
+        queue = ChangeQueue(self.config.name, change.describe())
+        self.queues.append(queue)
+        return queue
+
+    def speculative_changes(self, item: Item) -> tuple[Change, ...]:
+        """Changes the item's speculative ref contains, in merge order."""
+        return (item.change,)
+
+    def can_report(self, item: Item) -> bool:
+        """Whether a finished item may report now."""
+        return True
+
+    def is_active(self, item: Item) -> bool:
+        """Whether the item may have builds now (the window, for dependent)."""
+        return True
+
+    def on_item_failing(self, item: Item) -> list[Action]:
+        """Called when an item first knows it will fail (dependent: reset behind it)."""
+        return []
+
+    def on_item_reported(self, item: Item) -> list[Action]:
+        """Called after an item reported and left its queue."""
+        return []
+
+    def adopt(self, previous: "PipelineManager") -> None:
+        """Take over the queues of the manager this one replaces (reconfiguration)."""
+        self.queues = previous.queues
+        self.paused = previous.paused
+
+    # --- enqueue / dequeue ------------------------------------------------------------
+
+    @property
+    def items(self) -> Iterable[Item]:
+        for queue in self.queues:
+            yield from queue.items
+
+    def find(self, key: tuple) -> Item | None:
+        for item in self.items:
+            if item.change.key == key:
+                return item
+        return None
+
+    def graph_for(self, change: Change) -> JobGraph:
+        return JobGraph(self.layout.jobs_for(change.project, self.config.name, change.branch,
+                                             change.files))
+
+    def enqueue(self, change: Change, quick: bool = False) -> tuple[Item | None, list[Action], str]:
+        """Add ``change``; returns the item (or None), actions, and why not if refused.
+
+        The same change at the same patchset is not enqueued twice; an older patchset
+        of it is superseded (dequeued without a failure report).
+        """
+        actions: list[Action] = []
+        existing = self.find(change.key)
+        if existing is not None:
+            same = (existing.change.patchset == change.patchset and existing.change.sha == change.sha)
+            if same:
+                return None, [], f"{change.describe()} is already in {self.config.name}"
+            actions += self.dequeue(existing, "superseded by a newer patchset")
+        graph = self.graph_for(change)
+        if not graph.jobs:
+            return None, actions, f"{change.project} runs no jobs in {self.config.name}"
+        queue = self.queue_for(change)
+        item = Item(change=change, pipeline=self.config.name, queue=queue,
+                    enqueued_at=self.ctx.clock(), quick=quick or self.config.quick)
+        queue.items.append(item)
+        item.buildset = self.new_buildset(item, graph)
+        self.ctx.dirty.add(item.id)
+        return item, actions, ""
+
+    def new_buildset(self, item: Item, graph: JobGraph | None = None) -> BuildSet:
+        bs = BuildSet(item_id=item.id, graph=graph or item.buildset.graph)  # type: ignore[union-attr]
+        self.ctx.buildsets[bs.id] = item
+        return bs
+
+    def dequeue(self, item: Item, reason: str) -> list[Action]:
+        """Remove an item, cancelling its builds; no failure report."""
+        actions = self.cancel_builds(item)
+        item.dequeued = True
+        item.message = reason
+        self._remove(item)
+        return actions
+
+    def cancel_builds(self, item: Item) -> list[Action]:
+        actions: list[Action] = []
+        if item.buildset is None:
+            return actions
+        for build in item.buildset.builds.values():
+            if not build.done:
+                actions.append(CancelBuild(build.id))
+                build.state = BuildState.COMPLETED
+                build.result = Result.CANCELED
+                build.finished_at = self.ctx.clock()
+                self.ctx.builds.pop(build.id, None)
+        self.ctx.dirty.add(item.id)
+        return actions
+
+    def reset(self, item: Item, reason: str = "") -> list[Action]:
+        """Start the item over on a new buildset (its old builds are cancelled)."""
+        actions = self.cancel_builds(item)
+        if item.buildset is not None:
+            self.ctx.buildsets.pop(item.buildset.id, None)
+        item.buildset = self.new_buildset(item)
+        item.state = ItemState.WAITING
+        item.failing_reason = ""
+        item.message = reason
+        self.ctx.dirty.add(item.id)
+        return actions
+
+    def _remove(self, item: Item) -> None:
+        queue = item.queue
+        if item in queue.items:
+            queue.items.remove(item)
+        if not queue.items and self.config.manager == "independent" and queue in self.queues:
+            self.queues.remove(queue)
+        if item.buildset is not None:
+            self.ctx.buildsets.pop(item.buildset.id, None)
+        self.ctx.dirty.add(item.id)
+        self.ctx.finished.append(item)
+
+    # --- the walk ---------------------------------------------------------------------
+
+    def process(self) -> list[Action]:
+        """One pass over every item; call until it returns no actions."""
+        actions: list[Action] = []
+        if self.paused:
+            return actions
+        for queue in list(self.queues):
+            for item in list(queue.items):
+                if item in queue.items:
+                    actions += self.process_item(item)
+        return actions
+
+    def process_item(self, item: Item) -> list[Action]:
+        actions: list[Action] = []
+        bs = item.buildset
+        assert bs is not None
+        if not self.is_active(item):
+            item.state = ItemState.WAITING
+            return actions
+        if not item.reported_start:
+            item.reported_start = True
+            if self.config.reporters_for("start"):
+                actions.append(self.report(item, "start"))
+        if bs.merge_state is MergeState.PENDING:
+            bs.changes = self.speculative_changes(item)
+            bs.merge_state = MergeState.PREPARING
+            bs.merge_attempts += 1
+            item.state = ItemState.ACTIVE
+            actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
+            self.ctx.dirty.add(item.id)
+            return actions
+        if bs.merge_state is MergeState.PREPARING:
+            return actions
+        if bs.merge_state in (MergeState.CONFLICT, MergeState.ERROR):
+            if item.result is None:
+                item.result = (Result.MERGE_CONFLICT if bs.merge_state is MergeState.CONFLICT
+                               else Result.ERROR)
+                item.failing_reason = bs.merge_message
+                actions += self.on_item_failing(item)
+            return actions + self.maybe_report(item)
+        actions += self.launch(item)
+        return actions + self.maybe_report(item)
+
+    def launch(self, item: Item) -> list[Action]:
+        """Skip what can no longer run; start what is ready."""
+        bs = item.buildset
+        assert bs is not None
+        now = self.ctx.clock()
+        results = {j: r.value for j, r in bs.results().items()}
+        actions: list[Action] = []
+        for job in bs.graph.to_skip(results, bs.builds):
+            bs.builds[job.name] = Build(job.name, bs.id, state=BuildState.COMPLETED,
+                                        result=Result.SKIPPED, voting=job.voting,
+                                        enqueued_at=now, finished_at=now)
+            self.ctx.dirty.add(item.id)
+        for job in bs.graph.ready(results, bs.builds):
+            build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
+            bs.builds[job.name] = build
+            actions += self.start(item, build)
+        if item.result is None and self.will_fail(item):
+            item.result = Result.FAILURE
+            item.failing_reason = self.failure_reason(item)
+            actions += self.on_item_failing(item)
+        return actions
+
+    def start(self, item: Item, build: Build) -> list[Action]:
+        bs = item.buildset
+        assert bs is not None
+        job = bs.graph.job(build.job)
+        build.log_url = self.ctx.log_url(build.id)
+        self.ctx.builds[build.id] = (item, build)
+        self.ctx.dirty.add(item.id)
+        try:
+            params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url)
+        except ParameterError as exc:
+            return self.complete_build(build.id, Result.ERROR, str(exc))
+        return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]
+
+    # --- results -------------------------------------------------------------------
+
+    def complete_build(self, build_id: str, result: Result | None, message: str = "",
+                       not_registered: bool = False) -> list[Action]:
+        """Record a build's end; ``result`` None means the attempt was lost: retry."""
+        entry = self.ctx.builds.pop(build_id, None)
+        if entry is None:
+            return []
+        item, build = entry
+        bs = item.buildset
+        if bs is None or bs.builds.get(build.job) is not build:
+            return []
+        self.ctx.dirty.add(item.id)
+        build.finished_at = self.ctx.clock()
+        build.message = message
+        build.state = BuildState.COMPLETED
+        if not_registered:
+            build.result = Result.NOT_REGISTERED
+            return []
+        if result is None:
+            job = bs.graph.job(build.job)
+            if build.attempt < job.attempts:
+                retry = Build(build.job, bs.id, attempt=build.attempt + 1, voting=build.voting,
+                              enqueued_at=self.ctx.clock())
+                bs.builds[build.job] = retry
+                return self.start(item, retry)
+            build.result = Result.RETRY_LIMIT
+            return []
+        build.result = result
+        return []
+
+    def will_fail(self, item: Item) -> bool:
+        bs = item.buildset
+        assert bs is not None
+        return any(b.voting and b.done and b.result is not Result.SUCCESS
+                   for b in bs.builds.values())
+
+    def failure_reason(self, item: Item) -> str:
+        bs = item.buildset
+        assert bs is not None
+        bad = [f"{b.job}: {b.result.value if b.result else '?'}" for b in bs.builds.values()
+               if b.voting and b.done and b.result not in (Result.SUCCESS, Result.SKIPPED)]
+        return "; ".join(bad) or "a voting job did not succeed"
+
+    def is_complete(self, item: Item) -> bool:
+        bs = item.buildset
+        assert bs is not None
+        if bs.merge_state in (MergeState.CONFLICT, MergeState.ERROR):
+            return True
+        if bs.merge_state is not MergeState.READY:
+            return False
+        return len(bs.builds) == len(bs.graph.jobs) and all(b.done for b in bs.builds.values())
+
+    def maybe_report(self, item: Item) -> list[Action]:
+        if not self.is_complete(item):
+            return []
+        item.state = ItemState.COMPLETE
+        if not self.can_report(item):
+            return []
+        if item.result is None:
+            item.result = Result.FAILURE if self.will_fail(item) else Result.SUCCESS
+        if item.result is Result.FAILURE and self.infra_failure(item):
+            item.result = Result.ERROR
+        return self.finish(item)
+
+    def infra_failure(self, item: Item) -> bool:
+        """Every voting failure was the system's fault, none the change's."""
+        bs = item.buildset
+        assert bs is not None
+        bad = [b for b in bs.builds.values() if b.voting and b.result not in (Result.SUCCESS, Result.SKIPPED)]
+        return bool(bad) and all(b.result is not None and b.result.is_infra for b in bad)
+
+    def phase_for(self, item: Item) -> str:
+        if item.result is Result.SUCCESS:
+            return "success"
+        if item.result is Result.MERGE_CONFLICT:
+            return "merge-failure"
+        return "failure"
+
+    def finish(self, item: Item) -> list[Action]:
+        """Report the item's result and take it out of its queue."""
+        phase = self.phase_for(item)
+        item.state = ItemState.REPORTED
+        actions: list[Action] = [self.report(item, phase)]
+        self._remove(item)
+        return actions + self.on_item_reported(item)
+
+    def report(self, item: Item, phase: str) -> Report:
+        reporters = self.config.reporters_for(phase)
+        if phase == "merge-failure" and not reporters:
+            reporters = self.config.reporters_for("failure")
+        return Report(item.id, self.config.name, phase, dict(reporters),
+                      item_summary(item, self.ctx.clock(), self.ctx.web_url))

@@ -1,0 +1,205 @@
+"""The pure engine stepped event by event, with no I/O: job graph, retries, reporting."""
+from __future__ import annotations
+
+import pytest
+
+from ccci_gate.core import actions as act
+from ccci_gate.core import events as ev
+from ccci_gate.core.engine import Engine
+from ccci_gate.core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig
+from ccci_gate.core.model import Change
+
+GRAPH = ("build", "publish", "install", "systest", "lint")
+
+
+def layout(**job_overrides) -> Layout:
+    jobs = {
+        "build": JobConfig("build"),
+        "publish": JobConfig("publish", requires=("build",)),
+        "install": JobConfig("install", requires=("publish",)),
+        "systest": JobConfig("systest", requires=("install",)),
+        "lint": JobConfig("lint", voting=False),
+    }
+    jobs.update({k: v for k, v in job_overrides.items()})
+    return Layout(
+        pipelines={"check": PipelineConfig("check", triggers={"admin": ()},
+                                           reporters={"success": {"log": {}}, "failure": {"log": {}},
+                                                      "start": {"log": {}}})},
+        projects={"org/recipe": ProjectConfig("org/recipe", pipelines={"check": GRAPH})},
+        jobs=jobs)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CHANGE = Change("org/recipe", "main", "refs/pull/7/head", number=7, patchset="abc", sha="abc")
+
+
+class Harness:
+    """Feeds events to an engine and remembers every action it asked for."""
+
+    def __init__(self, lay: Layout | None = None) -> None:
+        self.engine = Engine(lay or layout(), clock=Clock(), zuul_url="http://gk/git")
+        self.actions: list[act.Action] = []
+
+    def send(self, event: ev.Event) -> list[act.Action]:
+        out = self.engine.handle(event)
+        self.actions += out
+        return out
+
+    def started(self) -> dict[str, act.StartBuild]:
+        return {a.parameters["JOB_NAME"]: a for a in self.actions if isinstance(a, act.StartBuild)}
+
+    def finish(self, job: str, result: str | None) -> list[act.Action]:
+        build_id = [a for a in self.actions if isinstance(a, act.StartBuild)
+                    and a.parameters["JOB_NAME"] == job][-1].build_id
+        return self.send(ev.BuildCompleted(build_id, result))
+
+    def reports(self) -> list[act.Report]:
+        return [a for a in self.actions if isinstance(a, act.Report)]
+
+    def ready(self) -> None:
+        self.send(ev.EnqueueRequest("check", CHANGE))
+        prep = [a for a in self.actions if isinstance(a, act.PrepareRef)][-1]
+        self.send(ev.RefPrepared(prep.buildset_id, "refs/zuul/main/Zx", "deadbeef"))
+
+
+def test_enqueue_asks_for_a_speculative_ref_then_starts_roots_in_parallel():
+    h = Harness()
+    out = h.send(ev.EnqueueRequest("check", CHANGE))
+    assert [type(a) for a in out] == [act.Report, act.PrepareRef]
+    assert out[1].changes == (CHANGE,)
+    h.send(ev.RefPrepared(out[1].buildset_id, "refs/zuul/main/Zx", "deadbeef"))
+    assert set(h.started()) == {"build", "lint"}
+    params = h.started()["build"].parameters
+    assert params["ZUUL_REF"] == "refs/zuul/main/Zx"
+    assert params["ZUUL_URL"] == "http://gk/git"
+    assert params["ZUUL_CHANGE"] == "7" and params["ZUUL_PROJECT"] == "org/recipe"
+
+
+def test_graph_runs_in_order_and_item_succeeds():
+    h = Harness()
+    h.ready()
+    for job in ("build", "publish", "install", "systest"):
+        h.finish(job, "SUCCESS")
+    assert not h.reports()[1:]  # lint still running
+    h.finish("lint", "FAILURE")  # non-voting
+    final = h.reports()[-1]
+    assert final.phase == "success"
+    assert final.summary["result"] == "SUCCESS"
+    assert {j["name"]: j["result"] for j in final.summary["jobs"]}["lint"] == "FAILURE"
+
+
+def test_failed_parent_skips_descendants_which_are_never_dispatched():
+    h = Harness()
+    h.ready()
+    h.finish("build", "SUCCESS")
+    h.finish("lint", "SUCCESS")
+    h.finish("publish", "SUCCESS")
+    h.finish("install", "FAILURE")
+    assert "systest" not in h.started()
+    final = h.reports()[-1]
+    assert final.phase == "failure"
+    results = {j["name"]: j["result"] for j in final.summary["jobs"]}
+    assert results == {"build": "SUCCESS", "publish": "SUCCESS", "install": "FAILURE",
+                       "systest": "SKIPPED", "lint": "SUCCESS"}
+
+
+def test_lost_attempts_are_retried_then_retry_limit_is_an_infra_error():
+    h = Harness(layout(build=JobConfig("build", attempts=2)))
+    h.ready()
+    h.finish("lint", "SUCCESS")
+    first = h.started()["build"].build_id
+    h.finish("build", None)
+    second = h.started()["build"]
+    assert second.build_id != first and second.parameters["BUILD_ATTEMPT"] == "2"
+    h.finish("build", None)
+    final = h.reports()[-1]
+    assert final.summary["result"] == "ERROR"
+    assert {j["name"]: j["result"] for j in final.summary["jobs"]}["build"] == "RETRY_LIMIT"
+
+
+def test_not_registered_is_reported_at_once_as_infra_error():
+    h = Harness()
+    h.ready()
+    build_id = h.started()["build"].build_id
+    h.send(ev.BuildCompleted(build_id, None, not_registered=True))
+    h.finish("lint", "SUCCESS")
+    final = h.reports()[-1]
+    assert {j["name"]: j["result"] for j in final.summary["jobs"]}["build"] == "NOT_REGISTERED"
+    assert final.summary["result"] == "ERROR"
+
+
+def test_results_for_a_stale_buildset_are_ignored():
+    h = Harness()
+    h.ready()
+    old = h.started()["build"].build_id
+    h.send(ev.EnqueueRequest("check", Change("org/recipe", "main", "refs/pull/7/head",
+                                             number=7, patchset="def", sha="def")))
+    cancels = [a for a in h.actions if isinstance(a, act.CancelBuild)]
+    assert old in {c.build_id for c in cancels}
+    assert h.send(ev.BuildCompleted(old, "SUCCESS")) == []
+
+
+def test_merge_conflict_reports_merge_failure_without_jobs():
+    h = Harness()
+    h.send(ev.EnqueueRequest("check", CHANGE))
+    prep = [a for a in h.actions if isinstance(a, act.PrepareRef)][-1]
+    h.send(ev.MergeFailed(prep.buildset_id, conflict=True, message="conflict in compose.yml"))
+    assert not h.started()
+    assert h.reports()[-1].phase == "merge-failure"
+    assert h.reports()[-1].summary["failing_reason"] == "conflict in compose.yml"
+
+
+def test_merger_error_is_retried_not_a_conflict():
+    h = Harness()
+    h.send(ev.EnqueueRequest("check", CHANGE))
+    prep = [a for a in h.actions if isinstance(a, act.PrepareRef)][-1]
+    out = h.send(ev.MergeFailed(prep.buildset_id, conflict=False, message="fetch failed"))
+    assert [type(a) for a in out] == [act.PrepareRef]
+
+
+def test_dequeue_cancels_builds_without_report():
+    h = Harness()
+    h.ready()
+    out = h.send(ev.DequeueRequest(CHANGE.key))
+    assert {type(a) for a in out} == {act.CancelBuild}
+    assert [r.phase for r in h.reports()] == ["start"]
+
+
+def test_reconfigure_keeps_builds_in_flight():
+    h = Harness()
+    h.ready()
+    new = layout(build=JobConfig("build", attempts=5))
+    h.send(ev.ReconfigureRequest(new))
+    for job in ("build", "publish", "install", "systest", "lint"):
+        h.finish(job, "SUCCESS")
+    assert h.reports()[-1].phase == "success"
+
+
+@pytest.mark.parametrize("text,expected", [("!testme", True), ("!testmexyz", False),
+                                           ("!testme --quick", False)])
+def test_comment_trigger_filters(text, expected):
+    lay = layout()
+    lay = Layout(pipelines={"check": PipelineConfig(
+        "check", triggers={"gitea": ({"event": ["comment"], "comment": r"^!testme\s*$"},)})},
+        projects=lay.projects, jobs=lay.jobs)
+    h = Harness(lay)
+    h.send(ev.TriggerEvent("gitea", "comment", CHANGE, action="created", comment=text,
+                           data={"authorized": True}))
+    assert any(isinstance(a, act.PrepareRef) for a in h.actions) is expected
+
+
+def test_unauthorized_comment_never_runs():
+    lay = layout()
+    lay = Layout(pipelines={"check": PipelineConfig(
+        "check", triggers={"gitea": ({"event": ["comment"], "comment": r"^!testme\s*$"},)})},
+        projects=lay.projects, jobs=lay.jobs)
+    h = Harness(lay)
+    h.send(ev.TriggerEvent("gitea", "comment", CHANGE, comment="!testme", data={"authorized": False}))
+    assert h.actions == []
