@@ -1,0 +1,184 @@
+"""The scheduler: one thread that owns the engine, fed by a queue of frozen events.
+
+Other threads (webhooks, the Gearman client, the merger, the timer, the admin API)
+only call :meth:`Scheduler.put`. The scheduler thread applies each event to the pure
+:class:`~ccci_gate.core.engine.Engine`, hands the resulting actions to the ports, and
+writes what changed to the store once per batch. Tests call :meth:`run_until_idle`
+instead of starting the thread.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .core import actions as act
+from .core.engine import Engine
+from .core.events import Event
+from .core.status import item_summary
+from .ports import Dispatcher, Merger, Reporter, Source
+from .store import Store
+
+log = logging.getLogger("ccci_gate.scheduler")
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class _Call(Event):
+    """Run ``fn(engine)`` on the scheduler thread; the answer goes to ``reply``."""
+
+    fn: Callable[[Engine], Any]
+    reply: "queue.Queue[Any]" = field(default_factory=lambda: queue.Queue(1))
+
+
+class Scheduler:
+    """Owns the engine; executes its actions through the ports."""
+
+    def __init__(self, engine: Engine, merger: Merger, dispatcher: Dispatcher,
+                 store: Store | None = None, reporters: Mapping[str, Reporter] | None = None,
+                 sources: Mapping[str, Source] | None = None,
+                 source_for: Callable[[str], str | None] = lambda project: None):
+        self.engine = engine
+        self.merger = merger
+        self.dispatcher = dispatcher
+        self.store = store
+        self.reporters: dict[str, Reporter] = dict(reporters or {})
+        self.sources: dict[str, Source] = dict(sources or {})
+        self.source_for = source_for
+        self.events: "queue.Queue[Event | None]" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.handled = 0
+
+    # --- input (any thread) -----------------------------------------------------------
+
+    def put(self, event: Event) -> None:
+        """Queue an event; safe from any thread."""
+        self.events.put(event)
+
+    def call(self, fn: Callable[[Engine], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn(engine)`` on the scheduler thread (or inline when no thread runs)."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return fn(self.engine)
+        request = _Call(fn)
+        self.put(request)
+        ok, value = request.reply.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value
+
+    def status(self) -> dict[str, Any]:
+        return self.call(lambda engine: engine.status())
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run_until_idle(self) -> int:
+        """Handle every queued event (not waiting for more); return how many."""
+        count = 0
+        while True:
+            batch = self._take(block=False)
+            if not batch:
+                return count
+            count += self._handle_batch(batch)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.events.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take(block=True)
+            if batch and batch[-1] is None:
+                self._handle_batch(batch[:-1])
+                return
+            self._handle_batch(batch)
+
+    def _take(self, block: bool) -> list[Any]:
+        batch: list[Any] = []
+        try:
+            batch.append(self.events.get(block=block))
+            while len(batch) < BATCH and batch[-1] is not None:
+                batch.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _handle_batch(self, batch: list[Any]) -> int:
+        for event in batch:
+            if event is None:
+                continue
+            if isinstance(event, _Call):
+                try:
+                    event.reply.put((True, event.fn(self.engine)))
+                except Exception as exc:  # the caller gets the error
+                    event.reply.put((False, exc))
+                continue
+            try:
+                actions = self.engine.handle(event)
+            except Exception:
+                log.exception("event %r failed; state kept", event)
+                continue
+            self.handled += 1
+            self.execute(actions)
+        self.persist()
+        return len(batch)
+
+    # --- output -----------------------------------------------------------------------
+
+    def execute(self, actions: list[act.Action]) -> None:
+        for action in actions:
+            try:
+                self._execute(action)
+            except Exception:
+                log.exception("action %r failed", action)
+
+    def _execute(self, action: act.Action) -> None:
+        if isinstance(action, act.StartBuild):
+            self.dispatcher.start(action)
+        elif isinstance(action, act.CancelBuild):
+            self.dispatcher.cancel(action)
+        elif isinstance(action, act.PrepareRef):
+            self.merger.prepare(action)
+        elif isinstance(action, act.Report):
+            self._report(action)
+        elif isinstance(action, act.MergeChange):
+            name = self.source_for(action.change.project)
+            source = self.sources.get(name or "")
+            if source is None:
+                log.error("no source can merge %s", action.change.describe())
+                return
+            source.merge(action)
+        else:
+            log.error("unknown action %r", action)
+
+    def _report(self, action: act.Report) -> None:
+        log.info("%s %s %s: %s", action.pipeline, action.phase,
+                 action.summary.get("change", {}).get("id"), action.summary.get("result"))
+        for driver in action.reporters:
+            reporter = self.reporters.get(driver)
+            if reporter is None:
+                log.warning("pipeline %s reports to %r, which is not configured",
+                            action.pipeline, driver)
+                continue
+            reporter.report(action)
+            if self.store is not None:
+                self.store.record_report(action.item_id, action.phase, driver)
+
+    def persist(self) -> None:
+        live, finished = self.engine.take_dirty()
+        if self.store is None:
+            return
+        now = self.engine.clock()
+        web = self.engine.ctx.web_url
+        if live:
+            self.store.save_items([item_summary(i, now, web) for i in live])
+        if finished:
+            self.store.save_items([item_summary(i, now, web) for i in finished], finished=True)
