@@ -1,0 +1,161 @@
+"""The gatekeeper's HTTP API: status, build logs, item pages and the admin endpoints.
+
+Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>``
+(the token lives in the state directory, readable by the operator only).
+
+- ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool
+- ``GET /items/<id>``: one item (live, or from history)
+- ``GET /history.json``: recently finished items
+- ``GET /logs/<build-id>``: a build's log, at a stable URL
+- ``POST /admin/enqueue`` ``{pipeline, project, change?, patchset?, ref?, branch?}``
+- ``POST /admin/dequeue`` ``{project, change? | ref?, pipeline?}``
+- ``POST /admin/reconfigure``: reload the layout; 400 with every error if invalid
+"""
+from __future__ import annotations
+
+import hmac
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..core import events as ev
+from ..core.model import Change
+from ..core.status import item_summary
+from ..scheduler import Scheduler
+from ..store import Store
+from .routes import Request, Response, Router
+
+BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class GatekeeperAPI:
+    """Registers the status, log and admin routes on a router."""
+
+    def __init__(self, scheduler: Scheduler, store: Store, log_dir: Path, admin_token: str,
+                 reconfigure: Callable[[], list[str]], pool: Callable[[], Mapping[str, Any]],
+                 change_ref: Callable[[str, int], str]):
+        self.scheduler = scheduler
+        self.store = store
+        self.log_dir = log_dir
+        self.admin_token = admin_token
+        self.reconfigure = reconfigure
+        self.pool = pool
+        self.change_ref = change_ref
+
+    def register(self, router: Router) -> None:
+        router.add("GET", "/status.json", self.status)
+        router.add("GET", "/history.json", self.history)
+        router.add("GET", "/items/", self.item)
+        router.add("GET", "/logs/", self.build_log)
+        router.add("POST", "/admin/enqueue", self.admin(self.enqueue))
+        router.add("POST", "/admin/dequeue", self.admin(self.dequeue))
+        router.add("POST", "/admin/reconfigure", self.admin(self.reload))
+
+    # --- open endpoints -----------------------------------------------------------------
+
+    def status(self, request: Request) -> Response:
+        data = self.scheduler.status()
+        try:
+            data["pool"] = self.pool()
+        except Exception as exc:  # the pool is informative; never fail the status for it
+            data["pool"] = {"error": str(exc)}
+        return Response.json(data)
+
+    def history(self, request: Request) -> Response:
+        project = (request.query.get("project") or [None])[0]
+        return Response.json({"items": self.store.history(50, project)})
+
+    def item(self, request: Request) -> Response:
+        item_id = request.path.rsplit("/", 1)[-1]
+        if not BUILD_ID.match(item_id):
+            return Response.error(404, "no such item")
+        live = self.scheduler.call(lambda engine: _summary(engine, item_id))
+        data = live or self.store.item(item_id)
+        if data is None:
+            return Response.error(404, "no such item")
+        return Response.json(data)
+
+    def build_log(self, request: Request) -> Response:
+        build_id = request.path.rsplit("/", 1)[-1]
+        if not BUILD_ID.match(build_id):
+            return Response.error(404, "no such build")
+        path = self.log_dir / f"{build_id}.log"
+        if not path.exists():
+            if self.store.build(build_id) is None:
+                return Response.error(404, "no such build")
+            return Response.text("(no output yet)\n")
+        return Response(200, path.read_bytes(), {"Content-Type": "text/plain; charset=utf-8"})
+
+    # --- admin endpoints ----------------------------------------------------------------
+
+    def admin(self, handler: Callable[[Request, dict[str, Any]], Response]) -> Callable[[Request], Response]:
+        """Wrap ``handler(request, body)``: check the token, parse the JSON object body."""
+        def guarded(request: Request) -> Response:
+            given = request.header("authorization")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.admin_token}".encode()):
+                return Response.error(401, "admin token required (Authorization: Bearer ...)")
+            try:
+                body = request.json() if request.body else {}
+            except ValueError as exc:
+                return Response.error(400, f"malformed JSON: {exc}")
+            if not isinstance(body, dict):
+                return Response.error(400, "expected a JSON object")
+            return handler(request, body)
+        return guarded
+
+    def enqueue(self, request: Request, body: dict[str, Any]) -> Response:
+        try:
+            pipeline = _text(body, "pipeline")
+            change = self._change(body)
+        except ValueError as exc:
+            return Response.error(400, str(exc))
+        layout = self.scheduler.engine.layout
+        if pipeline not in layout.pipelines:
+            return Response.error(400, f"no pipeline {pipeline!r}; have: {', '.join(layout.pipelines)}")
+        if change.project not in layout.projects:
+            return Response.error(400, f"project {change.project!r} is not in the layout")
+        self.scheduler.put(ev.EnqueueRequest(pipeline, change, bool(body.get("quick"))))
+        return Response.json({"enqueued": change.describe(), "pipeline": pipeline}, 202)
+
+    def dequeue(self, request: Request, body: dict[str, Any]) -> Response:
+        try:
+            change = self._change(body)
+        except ValueError as exc:
+            return Response.error(400, str(exc))
+        self.scheduler.put(ev.DequeueRequest(change.key, str(body.get("pipeline") or "")))
+        return Response.json({"dequeued": change.describe()}, 202)
+
+    def reload(self, request: Request, body: dict[str, Any]) -> Response:
+        errors = self.reconfigure()
+        if errors:
+            return Response.json({"ok": False, "errors": errors}, 400)
+        return Response.json({"ok": True})
+
+    def _change(self, body: Mapping[str, Any]) -> Change:
+        project = _text(body, "project")
+        branch = str(body.get("branch") or "main")
+        number = body.get("change")
+        if number not in (None, ""):
+            try:
+                number = int(number)
+            except (TypeError, ValueError):
+                raise ValueError(f"change must be a number, not {number!r}") from None
+            ref = self.change_ref(project, number)
+            patchset = str(body.get("patchset") or "") or None
+            return Change(project, branch, ref, number=number, patchset=patchset, sha=patchset)
+        ref = str(body.get("ref") or f"refs/heads/{branch}")
+        if ref.startswith("refs/heads/") and not body.get("branch"):
+            branch = ref[len("refs/heads/"):]
+        return Change(project, branch, ref, sha=str(body.get("sha") or "") or None)
+
+
+def _text(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key!r} is required")
+    return value
+
+
+def _summary(engine: Any, item_id: str) -> dict[str, Any] | None:
+    item = engine.find_item(item_id)
+    return item_summary(item, engine.clock(), engine.ctx.web_url) if item else None
