@@ -11,9 +11,13 @@ from __future__ import annotations
 from ..layout import Layout, PipelineConfig
 from .base import ManagerContext, PipelineManager
 from .independent import IndependentManager
+from .serial import SerialManager
+from .supercedent import SupercedentManager
 
 MANAGER_CLASSES: dict[str, type[PipelineManager]] = {
     "independent": IndependentManager,
+    "serial": SerialManager,
+    "supercedent": SupercedentManager,
 }
 
 

@@ -107,12 +107,11 @@ class PipelineManager:
         of it is superseded (dequeued without a failure report).
         """
         actions: list[Action] = []
-        existing = self.find(change.key)
-        if existing is not None:
-            same = (existing.change.patchset == change.patchset and existing.change.sha == change.sha)
-            if same:
+        for existing in [i for i in self.items if i.change.key == change.key]:
+            if (existing.change.patchset, existing.change.sha) == (change.patchset, change.sha):
                 return None, [], f"{change.describe()} is already in {self.config.name}"
-            actions += self.dequeue(existing, "superseded by a newer patchset")
+            if change.number is not None:
+                actions += self.dequeue(existing, "superseded by a newer patchset")
         graph = self.graph_for(change)
         if not graph.jobs:
             return None, actions, f"{change.project} runs no jobs in {self.config.name}"

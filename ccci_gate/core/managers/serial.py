@@ -1,0 +1,27 @@
+"""The serial manager: one item at a time per project (or shared ``queue``), in order.
+
+Each item is tested alone on its change merged onto the tip (as independent), but the
+next item of the same queue waits until the one ahead has reported. Used for jobs that
+must not overlap, such as deployments to one place.
+"""
+from __future__ import annotations
+
+from ..model import Change, ChangeQueue, Item
+from .base import PipelineManager
+
+
+class SerialManager(PipelineManager):
+    name = "serial"
+
+    def queue_for(self, change: Change) -> ChangeQueue:
+        project = self.layout.projects.get(change.project)
+        name = (project.queue if project and project.queue else None) or change.project
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        queue = ChangeQueue(self.config.name, name, window=1)
+        self.queues.append(queue)
+        return queue
+
+    def is_active(self, item: Item) -> bool:
+        return bool(item.queue.items) and item.queue.items[0] is item

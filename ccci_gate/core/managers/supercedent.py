@@ -1,0 +1,34 @@
+"""The supercedent manager: per ref, at most one running item and one waiting item.
+
+A newer item for the same project and branch replaces the waiting one (dequeued without
+a report): only the latest state of a branch is worth testing once the running item is
+done. Used for post-merge pipelines where every intermediate tip does not matter.
+"""
+from __future__ import annotations
+
+from ..actions import Action
+from ..model import Change, ChangeQueue, Item
+from .base import PipelineManager
+
+
+class SupercedentManager(PipelineManager):
+    name = "supercedent"
+
+    def queue_for(self, change: Change) -> ChangeQueue:
+        name = f"{change.project}@{change.branch}"
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        queue = ChangeQueue(self.config.name, name, window=1)
+        self.queues.append(queue)
+        return queue
+
+    def enqueue(self, change: Change, quick: bool = False) -> tuple[Item | None, list[Action], str]:
+        item, actions, why = super().enqueue(change, quick)
+        if item is not None:
+            for older in item.queue.items[1:-1]:  # waiting items, not the running head
+                actions += self.dequeue(older, "superseded by a newer item")
+        return item, actions, why
+
+    def is_active(self, item: Item) -> bool:
+        return bool(item.queue.items) and item.queue.items[0] is item
