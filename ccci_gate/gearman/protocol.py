@@ -1,0 +1,76 @@
+"""The Gearman protocol between gatekeeper and workers, defined once (Zuul v2 compatible).
+
+- Functions: ``build:<job>``, ``build:<job>:<label>``; ``stop:<worker>`` aborts a build.
+- A build's ``unique`` is its id; its argument is a JSON object of strings.
+- WORK_DATA: the first ``{name, number, manager, url}`` says the build started; later
+  ``{"log": text}`` messages carry the build log.
+- WORK_STATUS ``n/d`` is progress; WORK_COMPLETE ``{"result": ...}`` ends the build.
+  A completion without a result, WORK_FAIL or WORK_EXCEPTION means *retry*.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Mapping
+
+import gear
+
+PRECEDENCE = {"high": gear.PRECEDENCE_HIGH, "normal": gear.PRECEDENCE_NORMAL,
+              "low": gear.PRECEDENCE_LOW}
+
+
+def build_function(job: str, label: str | None = None) -> str:
+    return f"build:{job}:{label}" if label else f"build:{job}"
+
+
+def stop_function(worker: str) -> str:
+    return f"stop:{worker}"
+
+
+def job_of(function: str) -> str:
+    """``build:<job>[:<label>]`` → ``<job>``."""
+    parts = function.split(":")
+    if len(parts) < 2 or parts[0] != "build":
+        raise ValueError(f"not a build function: {function!r}")
+    return parts[1]
+
+
+def encode(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True).encode("utf-8")
+
+
+def decode(data: bytes | None) -> dict[str, Any]:
+    """A JSON object from a packet; anything else becomes ``{}``."""
+    if not data:
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def encode_parameters(params: Mapping[str, Any]) -> bytes:
+    """Build parameters: every value a string, as Jenkins' gearman-plugin expects."""
+    return encode({k: "" if v is None else str(v) for k, v in params.items()})
+
+
+def started(name: str, number: str, manager: str, url: str) -> bytes:
+    return encode({"name": name, "number": number, "manager": manager, "url": url})
+
+
+def log_chunk(text: str) -> bytes:
+    return encode({"log": text})
+
+
+def completed(result: str, extra: Mapping[str, Any] | None = None) -> bytes:
+    return encode({**(extra or {}), "result": result})
+
+
+def set_nodelay(sock: socket.socket | None) -> None:
+    """Turn off Nagle's algorithm: a round trip costs ~1 ms instead of ~44 ms."""
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
