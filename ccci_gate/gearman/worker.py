@@ -93,6 +93,10 @@ class GearmanWorker:
         for thread in self._threads:
             thread.start()
 
+    def set_functions(self, functions: list[str]) -> None:
+        """Replace the registered build functions (after a reconfiguration)."""
+        self._builds_conn.setFunctions([gear.FunctionRecord(f.encode()) for f in functions])
+
     def wait_for_server(self, timeout: float | None = None) -> None:
         self._builds_conn.waitForServer(timeout)
         self._stops_conn.waitForServer(timeout)

@@ -1,0 +1,160 @@
+"""The composition root: builds the gatekeeper's parts and wires them by constructor.
+
+``Gatekeeper(settings)`` owns, in start order: the store, the Gearman server (embedded
+unless external servers are given), the dispatcher, the merger, the engine and its
+scheduler thread, the HTTP listener, the timer, the source drivers, and the local
+worker. Nothing else reaches from one part into another.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from .config.loader import LayoutError, load_layout
+from .core.engine import Engine
+from .core.events import ReconfigureRequest
+from .core.layout import Layout
+from .drivers.registry import build_connections
+from .gearman.dispatcher import GearmanDispatcher
+from .gearman.server import EmbeddedServer
+from .merger import GitMerger, git_http_handler
+from .scheduler import Scheduler
+from .settings import Settings
+from .store import Store
+from .timer import TimerDriver
+from .web.api import GatekeeperAPI
+from .web.routes import Router
+from .web.server import WebServer
+from .worker.daemon import WorkerDaemon
+
+log = logging.getLogger("ccci_gate")
+
+
+def read_admin_token(settings: Settings) -> str:
+    """The admin API token, created (mode 0600) on first use."""
+    path = settings.admin_token_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(24) + "\n")
+    return path.read_text().strip()
+
+
+class Gatekeeper:
+    """The running gatekeeper: ``start()``, ``reconfigure()``, ``stop()``."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        state = settings.state_dir
+        for sub in ("logs", "git", "workspaces"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        self.log_dir = state / "logs"
+        self.layout: Layout = load_layout(settings.layout)
+        self.store = Store(state / "ccci-gate.sqlite")
+        self.admin_token = read_admin_token(settings)
+        self.gearman_server: EmbeddedServer | None = None
+        self.servers = list(settings.gearman)
+        if settings.embedded_gearman:
+            host, port = settings.gearman_listen
+            self.gearman_server = EmbeddedServer(host, port)
+            self.servers = [(host if host not in ("0.0.0.0", "") else "127.0.0.1",
+                             self.gearman_server.port)]
+        self.router = Router()
+        self.web = WebServer(self.router, *settings.listen)
+        web_url = settings.public_url.rstrip("/") or self.web.url
+        self.web_url = web_url
+        self.engine = Engine(self.layout, zuul_url=f"{web_url}/git", web_url=web_url)
+        self.scheduler_ref: Scheduler | None = None
+        self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir)
+        self.merger = GitMerger(state / "git", settings.source_url, self._emit,
+                                f"{web_url}/git")
+        self.connections = build_connections(settings.connections, self._emit, state)
+        self.scheduler = Scheduler(
+            self.engine, self.merger, self.dispatcher, self.store,
+            reporters={**self.connections.reporters, "log": _LogReporter()},
+            sources=self.connections.sources,
+            source_for=lambda project: self._connection_of(project))
+        self.timer = TimerDriver(lambda: self.engine.layout, self.scheduler.put)
+        self.api = GatekeeperAPI(
+            self.scheduler, self.store, self.log_dir, self.admin_token,
+            reconfigure=self.reconfigure, pool=self.dispatcher.pool,
+            change_ref=lambda project, n: settings.change_ref.format(change=n, project=project))
+        self.api.register(self.router)
+        self.router.add("GET", "/git/", git_http_handler(state / "git"))
+        self.router.add("POST", "/git/", git_http_handler(state / "git"))
+        self.connections.register_routes(self.router)
+        self.worker: WorkerDaemon | None = None
+        if settings.worker_enabled:
+            self.worker = WorkerDaemon(
+                self.servers, settings.worker_name or "local", self.layout.jobs,
+                settings.worker_labels, state / "workspaces", settings.jobs_dir,
+                max_builds=settings.worker_max_builds)
+        self._threads: list[threading.Thread] = []
+
+    def _emit(self, event: Any) -> None:
+        self.scheduler.put(event)
+
+    def _connection_of(self, project: str) -> str | None:
+        proj = self.engine.layout.projects.get(project)
+        if proj is not None and proj.connection:
+            return proj.connection
+        return next(iter(self.connections.sources), None)
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.web.start()
+        self.timer.start()
+        self.connections.start()
+        if self.worker is not None:
+            thread = threading.Thread(target=self.worker.run_forever, name="local-worker",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("gatekeeper up: web %s, gearman %s, %d pipelines", self.web_url,
+                 ", ".join(f"{h}:{p}" for h, p in self.servers), len(self.layout.pipelines))
+
+    def reconfigure(self) -> list[str]:
+        """Reload layouts and jobs; on any error keep the running layout and return them."""
+        try:
+            layout = load_layout(self.settings.layout)
+        except LayoutError as exc:
+            log.error("reconfiguration rejected, the running layout stays:\n%s", exc)
+            return str(exc).splitlines()
+        self.layout = layout
+        self.scheduler.put(ReconfigureRequest(layout))
+        if self.worker is not None:
+            self.worker.update_jobs(layout.jobs) if hasattr(self.worker, "update_jobs") else None
+        log.info("reconfigured: %d pipelines, %d projects, %d jobs", len(layout.pipelines),
+                 len(layout.projects), len(layout.jobs))
+        return []
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, lambda *_: self.reconfigure())
+
+    def stop(self) -> None:
+        for part in (self.worker, self.timer, self.connections, self.web):
+            if part is not None:
+                try:
+                    part.shutdown() if hasattr(part, "shutdown") else part.stop()
+                except Exception:
+                    log.exception("stopping %r", part)
+        self.scheduler.stop()
+        self.dispatcher.shutdown()
+        if self.gearman_server is not None:
+            self.gearman_server.shutdown()
+        self.store.close()
+
+
+class _LogReporter:
+    """The ``log`` reporter: results in the gatekeeper's log (always available)."""
+
+    def report(self, action: Any) -> None:
+        summary = action.summary
+        jobs = ", ".join(f"{j['name']}={j['result']}" for j in summary.get("jobs", []))
+        log.info("[%s] %s %s: %s (%s) %s", action.pipeline, action.phase,
+                 summary.get("change", {}).get("id"), summary.get("result"), jobs,
+                 summary.get("status_url", ""))

@@ -1,0 +1,249 @@
+"""``ccci-gate``: the command line.
+
+- ``serve``: run the gatekeeper (embedded Gearman server, SQLite, HTTP, a local worker)
+- ``worker``: join a worker host to the pool (``--gearman HOST:PORT``)
+- ``enqueue`` / ``dequeue`` / ``reconfigure`` / ``status``: talk to a running gatekeeper
+- ``validate``: check layouts and jobs, print every error with file and line
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("CCCI_URL", DEFAULT_URL),
+                   help="the gatekeeper's HTTP address (default: %(default)s, env CCCI_URL)")
+    p.add_argument("--token", default=os.environ.get("CCCI_ADMIN_TOKEN"),
+                   help="admin token (default: env CCCI_ADMIN_TOKEN, else STATE_DIR/admin.token)")
+    p.add_argument("--state-dir", default="state", help="where to find admin.token")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccci-gate", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gatekeeper")
+    p.add_argument("--config", type=Path, help="settings YAML (see doc/operating.md)")
+    p.add_argument("--state-dir", help="state directory (default: ./state)")
+    p.add_argument("--listen", help="HTTP HOST:PORT (default: 127.0.0.1:8001)")
+    p.add_argument("--public-url", help="URL workers and users reach the HTTP listener at")
+    p.add_argument("--gearman", action="append", default=[], metavar="HOST:PORT",
+                   help="external Gearman server (repeatable); default: an embedded one")
+    p.add_argument("--gearman-listen", metavar="HOST:PORT",
+                   help="where the embedded Gearman server listens (default: 127.0.0.1:4730)")
+    p.add_argument("--layout", action="append", default=[], metavar="PATH",
+                   help="layout file or directory (repeatable; default: layouts/ and jobs/)")
+    p.add_argument("--repos", help="directory (or URL base) holding <project> repositories")
+    p.add_argument("--no-worker", action="store_true", help="do not start the local worker")
+
+    p = sub.add_parser("worker", help="run a worker that takes builds from Gearman")
+    p.add_argument("--gearman", action="append", default=[], metavar="HOST:PORT",
+                   help="Gearman server (repeatable; default: 127.0.0.1:4730)")
+    p.add_argument("--name", default=socket.gethostname(), help="worker name (default: hostname)")
+    p.add_argument("--label", action="append", default=[], help="a label this host has (repeatable)")
+    p.add_argument("--jobs", type=Path, default=Path("jobs"), help="job definitions (default: jobs/)")
+    p.add_argument("--workdir", type=Path, default=Path("state/workspaces"),
+                   help="where build workspaces go (default: state/workspaces)")
+    p.add_argument("--max-builds", type=int, default=1, help="builds at once (default: 1)")
+
+    p = sub.add_parser("enqueue", help="enqueue a change or ref into a pipeline")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--project", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--change", type=int, help="pull request / change number")
+    group.add_argument("--ref", help="a ref, e.g. refs/heads/main")
+    p.add_argument("--patchset", help="head sha of the change, if known")
+    p.add_argument("--branch", help="target branch (default: main)")
+    p.add_argument("--quick", action="store_true", help="run in the quick lane")
+    _add_client_args(p)
+
+    p = sub.add_parser("dequeue", help="remove a change or ref from the pipelines")
+    p.add_argument("--project", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--change", type=int)
+    group.add_argument("--ref")
+    p.add_argument("--pipeline", default="", help="only this pipeline")
+    _add_client_args(p)
+
+    p = sub.add_parser("reconfigure", help="reload layouts and jobs in a running gatekeeper")
+    _add_client_args(p)
+
+    p = sub.add_parser("status", help="show pipelines, items and builds")
+    p.add_argument("--json", action="store_true", help="raw status.json")
+    _add_client_args(p)
+
+    p = sub.add_parser("validate", help="check layout files; exit 1 if invalid")
+    p.add_argument("paths", nargs="+", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- serve / worker ---------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import Gatekeeper
+    from .config.loader import LayoutError
+    from .settings import load_settings
+    overrides: dict[str, Any] = {
+        "state-dir": args.state_dir, "listen": args.listen, "public-url": args.public_url,
+        "gearman": args.gearman, "gearman-listen": args.gearman_listen,
+        "layout": [str(p) for p in args.layout], "repos": args.repos,
+    }
+    if args.no_worker:
+        overrides["worker"] = {"enabled": False}
+    try:
+        settings = load_settings(args.config, overrides)
+        gatekeeper = Gatekeeper(settings)
+    except (ValueError, LayoutError, OSError) as exc:
+        print(f"ccci-gate: cannot start: {exc}", file=sys.stderr)
+        return 2
+    gatekeeper.install_signal_handlers()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    gatekeeper.start()
+    print(f"ccci-gate serving on {gatekeeper.web_url} (status: {gatekeeper.web_url}/status.json); "
+          f"Gearman {', '.join(f'{h}:{p}' for h, p in gatekeeper.servers)}", flush=True)
+    done.wait()
+    gatekeeper.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .config.loader import LayoutError, load_layout
+    from .settings import parse_hostport
+    from .worker.daemon import WorkerDaemon
+    try:
+        servers = [parse_hostport(s) for s in (args.gearman or ["127.0.0.1:4730"])]
+        jobs = load_layout([args.jobs]).jobs
+    except (ValueError, LayoutError) as exc:
+        print(f"ccci-gate worker: {exc}", file=sys.stderr)
+        return 2
+    daemon = WorkerDaemon(servers, args.name, jobs, args.label, args.workdir, args.jobs,
+                          max_builds=args.max_builds)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
+    print(f"worker {args.name}: {len(jobs)} jobs, labels {args.label or '-'}, servers "
+          f"{', '.join(f'{h}:{p}' for h, p in servers)}", flush=True)
+    daemon.run_forever()
+    return 0
+
+
+# --- client commands --------------------------------------------------------------------
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token:
+        return args.token
+    path = Path(args.state_dir) / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise SystemExit(f"ccci-gate: no admin token: pass --token, set CCCI_ADMIN_TOKEN, "
+                         f"or run where {path} is readable") from None
+
+
+def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
+    try:
+        resp = requests.post(args.url.rstrip("/") + path, json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {_token(args)}"})
+    except requests.RequestException as exc:
+        print(f"ccci-gate: cannot reach the gatekeeper at {args.url}: {exc}", file=sys.stderr)
+        return 2
+    data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    if resp.status_code >= 400:
+        for line in data.get("errors", []) or [data.get("error", resp.text)]:
+            print(line, file=sys.stderr)
+        return 1
+    print(json.dumps(data))
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    body = {"pipeline": args.pipeline, "project": args.project, "change": args.change,
+            "ref": args.ref, "patchset": args.patchset, "branch": args.branch, "quick": args.quick}
+    return _post(args, "/admin/enqueue", {k: v for k, v in body.items() if v not in (None, False)})
+
+
+def cmd_dequeue(args: argparse.Namespace) -> int:
+    body = {"project": args.project, "change": args.change, "ref": args.ref,
+            "pipeline": args.pipeline}
+    return _post(args, "/admin/dequeue", {k: v for k, v in body.items() if v not in (None, "")})
+
+
+def cmd_reconfigure(args: argparse.Namespace) -> int:
+    return _post(args, "/admin/reconfigure", {})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        data = requests.get(args.url.rstrip("/") + "/status.json", timeout=30).json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"ccci-gate: cannot read status from {args.url}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return 0
+    print(format_status(data))
+    return 0
+
+
+def format_status(data: dict[str, Any]) -> str:
+    """Human-readable status: pipelines, queues, items with their builds, the pool."""
+    lines: list[str] = []
+    for pipeline in data.get("pipelines", []):
+        paused = " (paused)" if pipeline.get("paused") else ""
+        lines.append(f"{pipeline['name']} [{pipeline['manager']}]{paused}")
+        for queue in pipeline.get("queues", []):
+            window = f" window {queue['window']}" if queue.get("window") else ""
+            lines.append(f"  queue {queue['name']}{window}")
+            for item in queue["items"]:
+                prog = item["progress"]
+                lines.append(f"    {item['change']['id']}  {item['state']}  "
+                             f"{prog['done']}/{prog['total']} jobs  "
+                             f"{item['result'] or ''} {item['failing_reason']}".rstrip())
+                for job in item["jobs"]:
+                    lines.append(f"      {job['name']:<16} {job['result'] or job['state']:<14} "
+                                 f"{job.get('worker') or ''} {job.get('log_url') or ''}".rstrip())
+    pool = data.get("pool") or {}
+    if pool.get("functions"):
+        lines.append("pool")
+        for name, f in sorted(pool["functions"].items()):
+            lines.append(f"  {name:<32} workers {f.get('workers', 0)}  queued {f.get('queued', 0)}"
+                         f"  running {f.get('running', 0)}")
+    return "\n".join(lines) or "no pipelines"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config.loader import validate_main
+    return validate_main([str(p) for p in args.paths])
+
+
+COMMANDS = {
+    "serve": cmd_serve, "worker": cmd_worker, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
+    "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

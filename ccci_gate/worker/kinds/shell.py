@@ -1,0 +1,78 @@
+"""The ``shell`` job kind: run the job's script in the build's workspace.
+
+The script is the job's ``run`` path below the jobs directory; it runs as an argv (never
+through a shell string) with the workspace as its working directory and the build
+parameters in its environment. Its output is the build log. Exit 0 is SUCCESS.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .base import BuildContext
+
+KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_HOST")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class ShellKind:
+    name = "shell"
+
+    def run(self, ctx: BuildContext) -> str:
+        if not ctx.job.run:
+            ctx.log(f"job {ctx.job.name} has no `run` script\n")
+            return "ERROR"
+        base = (ctx.jobs_dir or Path("jobs")).resolve()
+        script = (base / ctx.job.run).resolve()
+        if base not in script.parents or not script.is_file():
+            ctx.log(f"script {ctx.job.run!r} is not a file below {base}\n")
+            return "ERROR"
+        argv = [str(script)] if os.access(script, os.X_OK) else ["sh", str(script)]
+        env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
+        env.update({k: v for k, v in ctx.parameters.items()})
+        env["WORKSPACE"] = str(ctx.workspace)
+        proc = subprocess.Popen(argv, cwd=ctx.workspace, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        reader = threading.Thread(target=self._pump, args=(proc, ctx), daemon=True)
+        reader.start()
+        result = None
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if result:
+                continue
+            if ctx.stopped:
+                _kill(proc)
+                result = "ABORTED"
+            elif ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                _kill(proc)
+                ctx.log("\n*** timed out: killed ***\n")
+                result = "TIMED_OUT"
+        _kill(proc)  # whatever the script left behind in its process group
+        reader.join(5)
+        if result:
+            return result
+        if proc.returncode != 0:
+            ctx.log(f"\n*** {script.name} exited with status {proc.returncode} ***\n")
+            return "FAILURE"
+        return "SUCCESS"
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen, ctx: BuildContext) -> None:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            ctx.log(line.decode("utf-8", "replace"))
