@@ -38,3 +38,41 @@ def gearmand_bin() -> str:
 @pytest.fixture
 def docker_swarm() -> None:
     require(docker_ready(), "a Docker Engine with an active swarm")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listening on port {port}")
+
+
+@pytest.fixture(params=["embedded", "gearmand"])
+def gearman_server(request):
+    """``(host, port)`` of a real Gearman server: the embedded gear.Server, then gearmand."""
+    if request.param == "embedded":
+        from ccci_gate.gearman.server import EmbeddedServer
+        server = EmbeddedServer("127.0.0.1", 0)
+        yield ("127.0.0.1", server.port)
+        server.shutdown()
+        return
+    binary = request.getfixturevalue("gearmand_bin")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-L", "127.0.0.1", "-p", str(port), "--log-file", "none"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port)
+    yield ("127.0.0.1", port)
+    proc.terminate()
+    proc.wait(10)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -147,25 +145,11 @@ def _servers(gk) -> str:
     return f"{host}:{port}"
 
 
-@pytest.fixture(params=["embedded", "gearmand"])
-def server_kind(request, tmp_path):
-    if request.param == "embedded":
-        yield {}
-        return
-    binary = request.getfixturevalue("gearmand_bin")
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "-L", "127.0.0.1", "-p", str(port), "--log-file", "none"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    def up():
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    wait_for(up, 20, "gearmand listening")
-    yield {"gearman": [f"127.0.0.1:{port}"]}
-    proc.terminate()
-    proc.wait(10)
+@pytest.fixture
+def server_kind(gearman_server):
+    """The gatekeeper on an external server: a gear.Server, then Debian's gearmand."""
+    host, port = gearman_server
+    return {"gearman": [f"{host}:{port}"]}
 
 
 def test_remote_worker_fetches_the_ref_over_http_and_survives_a_sigkilled_peer(world, server_kind):
