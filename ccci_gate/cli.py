@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the embedded Gearman server listens (default: 127.0.0.1:4730)")
     p.add_argument("--layout", action="append", default=[], metavar="PATH",
                    help="layout file or directory (repeatable; default: layouts/ and jobs/)")
+    p.add_argument("--jobs-dir", help="where shell jobs' scripts live (default: jobs/)")
     p.add_argument("--repos", help="directory (or URL base) holding <project> repositories")
     p.add_argument("--no-worker", action="store_true", help="do not start the local worker")
 
@@ -110,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "state-dir": args.state_dir, "listen": args.listen, "public-url": args.public_url,
         "gearman": args.gearman, "gearman-listen": args.gearman_listen,
-        "layout": [str(p) for p in args.layout], "repos": args.repos,
+        "layout": [str(p) for p in args.layout], "repos": args.repos, "jobs-dir": args.jobs_dir,
     }
     if args.no_worker:
         overrides["worker"] = {"enabled": False}
