@@ -42,18 +42,31 @@ class Engine:
         """Apply ``event``; return what must be done, after walking every queue."""
         handler = getattr(self, "_on_" + type(event).__name__, None)
         actions: list[Action] = handler(event) if handler else self._on_other(event)
-        return actions + self.process()
+        return actions + self.process(everything=isinstance(event, ev.ReconfigureRequest))
 
-    def process(self) -> list[Action]:
-        """Walk every pipeline until nothing more happens."""
+    def process(self, everything: bool = False) -> list[Action]:
+        """Walk the queues of every item touched since the last walk (or every queue)
+        until nothing more happens."""
         actions: list[Action] = []
         for _ in range(MAX_PASSES):
             step: list[Action] = []
-            for manager in self.managers.values():
-                step += manager.process()
-            if not step:
-                return actions
+            if everything:
+                self.ctx.touched.clear()
+                for manager in self.managers.values():
+                    step += manager.process()
+                everything = False
+            else:
+                touched, self.ctx.touched = self.ctx.touched, set()
+                queues = {}
+                for item_id in touched:
+                    item = self.ctx.items.get(item_id)
+                    if item is not None and item.pipeline in self.managers:
+                        queues[id(item.queue)] = (self.managers[item.pipeline], item.queue)
+                for manager, queue in queues.values():
+                    step += manager.process_queue(queue)
             actions += step
+            if not step and not self.ctx.touched:
+                return actions
         raise RuntimeError("pipelines did not settle")  # pragma: no cover - a manager bug
 
     def _on_other(self, event: ev.Event) -> list[Action]:
@@ -136,7 +149,7 @@ class Engine:
         if item is not None and item.buildset.merge_state is MergeState.PREPARING:
             item.buildset.ref, item.buildset.commit = event.ref, event.commit
             item.buildset.merge_state = MergeState.READY
-            self.ctx.dirty.add(item.id)
+            self.ctx.touch(item)
         return []
 
     def _on_MergeFailed(self, event: ev.MergeFailed) -> list[Action]:
@@ -152,7 +165,7 @@ class Engine:
             bs.merge_state = MergeState.PENDING  # a merger error is not a conflict: retry
         else:
             bs.merge_state = MergeState.ERROR
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         return []
 
     # --- build results ------------------------------------------------------------------
@@ -168,7 +181,7 @@ class Engine:
             build.worker = event.worker or build.worker
             build.url = event.url or build.url
             build.started_at = build.started_at or self.clock()
-            self.ctx.dirty.add(item.id)
+            self.ctx.touch(item)
         return []
 
     def _on_BuildProgress(self, event: ev.BuildProgress) -> list[Action]:
@@ -219,21 +232,13 @@ class Engine:
 
     def take_dirty(self) -> tuple[list[Item], list[Item]]:
         """Items changed since the last call (live ones, and ones that left a queue)."""
-        finished = self.ctx.finished
-        self.ctx.finished = []
-        dirty_ids = self.ctx.dirty
-        self.ctx.dirty = set()
-        finished_ids = {i.id for i in finished}
-        live = [i for m in self.managers.values() for i in m.items
-                if i.id in dirty_ids and i.id not in finished_ids]
+        finished, self.ctx.finished = self.ctx.finished, []
+        dirty_ids, self.ctx.dirty = self.ctx.dirty, set()
+        live = [self.ctx.items[i] for i in dirty_ids if i in self.ctx.items]
         return live, finished
 
     def find_item(self, item_id: str) -> Item | None:
-        for manager in self.managers.values():
-            for item in manager.items:
-                if item.id == item_id:
-                    return item
-        return None
+        return self.ctx.items.get(item_id)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()

@@ -31,8 +31,15 @@ class ManagerContext:
         self.web_url = web_url.rstrip("/")
         self.builds: dict[str, tuple[Item, Build]] = {}
         self.buildsets: dict[str, Item] = {}
-        self.dirty: set[str] = set()
-        self.finished: list[Item] = []
+        self.dirty: set[str] = set()       # items changed since the store last saw them
+        self.touched: set[str] = set()     # items changed since the queues were last walked
+        self.items: dict[str, Item] = {}   # every live item by id
+        self.finished: list[Item] = []     # items that left their queue since the last save
+
+    def touch(self, item: Item) -> None:
+        """Note that ``item`` changed: it is saved, and its queue walked again."""
+        self.dirty.add(item.id)
+        self.touched.add(item.id)
 
     def log_url(self, build_id: str) -> str:
         return f"{self.web_url}/logs/{build_id}" if self.web_url else f"/logs/{build_id}"
@@ -119,8 +126,9 @@ class PipelineManager:
         item = Item(change=change, pipeline=self.config.name, queue=queue,
                     enqueued_at=self.ctx.clock(), quick=quick or self.config.quick)
         queue.items.append(item)
+        self.ctx.items[item.id] = item
         item.buildset = self.new_buildset(item, graph)
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         return item, actions, ""
 
     def new_buildset(self, item: Item, graph: JobGraph | None = None) -> BuildSet:
@@ -147,7 +155,7 @@ class PipelineManager:
                 build.result = Result.CANCELED
                 build.finished_at = self.ctx.clock()
                 self.ctx.builds.pop(build.id, None)
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         return actions
 
     def reset(self, item: Item, reason: str = "") -> list[Action]:
@@ -159,7 +167,7 @@ class PipelineManager:
         item.state = ItemState.WAITING
         item.failing_reason = ""
         item.message = reason
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         return actions
 
     def _remove(self, item: Item) -> None:
@@ -170,7 +178,8 @@ class PipelineManager:
             self.queues.remove(queue)
         if item.buildset is not None:
             self.ctx.buildsets.pop(item.buildset.id, None)
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
+        self.ctx.items.pop(item.id, None)
         self.ctx.finished.append(item)
 
     # --- the walk ---------------------------------------------------------------------
@@ -181,9 +190,17 @@ class PipelineManager:
         if self.paused:
             return actions
         for queue in list(self.queues):
-            for item in list(queue.items):
-                if item in queue.items:
-                    actions += self.process_item(item)
+            actions += self.process_queue(queue)
+        return actions
+
+    def process_queue(self, queue: ChangeQueue) -> list[Action]:
+        """One pass over one queue (items of a queue depend on each other)."""
+        actions: list[Action] = []
+        if self.paused:
+            return actions
+        for item in list(queue.items):
+            if item in queue.items:
+                actions += self.process_item(item)
         return actions
 
     def process_item(self, item: Item) -> list[Action]:
@@ -203,7 +220,7 @@ class PipelineManager:
             bs.merge_attempts += 1
             item.state = ItemState.ACTIVE
             actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
-            self.ctx.dirty.add(item.id)
+            self.ctx.touch(item)
             return actions
         if bs.merge_state is MergeState.PREPARING:
             return actions
@@ -228,7 +245,7 @@ class PipelineManager:
             bs.builds[job.name] = Build(job.name, bs.id, state=BuildState.COMPLETED,
                                         result=Result.SKIPPED, voting=job.voting,
                                         enqueued_at=now, finished_at=now)
-            self.ctx.dirty.add(item.id)
+            self.ctx.touch(item)
         for job in bs.graph.ready(results, bs.builds):
             build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
             bs.builds[job.name] = build
@@ -245,7 +262,7 @@ class PipelineManager:
         job = bs.graph.job(build.job)
         build.log_url = self.ctx.log_url(build.id)
         self.ctx.builds[build.id] = (item, build)
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         try:
             params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url)
         except ParameterError as exc:
@@ -264,7 +281,7 @@ class PipelineManager:
         bs = item.buildset
         if bs is None or bs.builds.get(build.job) is not build:
             return []
-        self.ctx.dirty.add(item.id)
+        self.ctx.touch(item)
         build.finished_at = self.ctx.clock()
         build.message = message
         build.state = BuildState.COMPLETED
