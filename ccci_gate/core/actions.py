@@ -69,3 +69,5 @@ class MergeChange(Action):
     item_id: str
     change: Change
     sha: str | None
+    commit: str | None = None  # the tested speculative commit (a git source pushes it)
+    branch: str = ""

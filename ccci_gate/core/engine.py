@@ -42,7 +42,8 @@ class Engine:
         """Apply ``event``; return what must be done, after walking every queue."""
         handler = getattr(self, "_on_" + type(event).__name__, None)
         actions: list[Action] = handler(event) if handler else self._on_other(event)
-        return actions + self.process(everything=isinstance(event, ev.ReconfigureRequest))
+        everything = isinstance(event, (ev.ReconfigureRequest, ev.PauseRequest))
+        return actions + self.process(everything=everything)
 
     def process(self, everything: bool = False) -> list[Action]:
         """Walk the queues of every item touched since the last walk (or every queue)
@@ -51,19 +52,16 @@ class Engine:
         for _ in range(MAX_PASSES):
             step: list[Action] = []
             if everything:
-                self.ctx.touched.clear()
+                self.ctx.touched = {}
                 for manager in self.managers.values():
                     step += manager.process()
                 everything = False
             else:
-                touched, self.ctx.touched = self.ctx.touched, set()
-                queues = {}
-                for item_id in touched:
-                    item = self.ctx.items.get(item_id)
-                    if item is not None and item.pipeline in self.managers:
-                        queues[id(item.queue)] = (self.managers[item.pipeline], item.queue)
-                for manager, queue in queues.values():
-                    step += manager.process_queue(queue)
+                touched, self.ctx.touched = self.ctx.touched, {}
+                for pipeline, queue in touched.values():
+                    manager = self.managers.get(pipeline)
+                    if manager is not None:
+                        step += manager.process_queue(queue)
             actions += step
             if not step and not self.ctx.touched:
                 return actions
@@ -92,6 +90,11 @@ class Engine:
             actions += self.supersede(change)
         if event.type == "pull_request" and event.action == "closed":
             actions += self.dequeue_everywhere(change.key, "pull request closed")
+            for key in [k for k in self.ctx.last_run if k[1] == change.key]:
+                del self.ctx.last_run[key]
+        if event.type == "push" and change.ref.startswith("refs/heads/") and change.number is None:
+            actions += self.branch_moved(change.project, change.ref[len("refs/heads/"):],
+                                         change.sha or "")
         for name, manager in self.managers.items():
             if event.driver == "timer" and event.data.get("pipeline") != name:
                 continue
@@ -148,6 +151,7 @@ class Engine:
         item = self._item_for_buildset(event.buildset_id)
         if item is not None and item.buildset.merge_state is MergeState.PREPARING:
             item.buildset.ref, item.buildset.commit = event.ref, event.commit
+            item.buildset.tip = event.tip
             item.buildset.merge_state = MergeState.READY
             self.ctx.touch(item)
         return []
@@ -202,6 +206,92 @@ class Engine:
         if manager is None:
             return []
         return manager.complete_build(event.build_id, result, event.message, event.not_registered)
+
+    # --- merges at the source and moving branches -----------------------------------------
+
+    def _on_ChangeMerged(self, event: ev.ChangeMerged) -> list[Action]:
+        item = self.ctx.items.get(event.item_id)
+        manager = self.managers.get(item.pipeline) if item else None
+        if item is None or not hasattr(manager, "merged"):
+            return []
+        manager.merged(item)  # type: ignore[union-attr]
+        for key in [k for k in self.ctx.last_run if k[1] == item.change.key]:
+            del self.ctx.last_run[key]  # a merged change needs no retest
+        actions = self.process()
+        return actions + self.branch_moved(item.change.project, item.change.branch, event.tip,
+                                           exclude=item.change.key)
+
+    def _on_MergeRefused(self, event: ev.MergeRefused) -> list[Action]:
+        item = self.ctx.items.get(event.item_id)
+        manager = self.managers.get(item.pipeline) if item else None
+        if item is not None and hasattr(manager, "merge_refused"):
+            manager.merge_refused(item, event.status, event.message)  # type: ignore[union-attr]
+        return []
+
+    def _on_BranchMoved(self, event: ev.BranchMoved) -> list[Action]:
+        return self.branch_moved(event.project, event.branch, event.tip)
+
+    def branch_moved(self, project: str, branch: str, tip: str = "",
+                     exclude: tuple | None = None) -> list[Action]:
+        """Retest, in pipelines with ``retest-on-merge``, every change of ``project`` on
+        ``branch`` whose last run was on an older tip: queued items are reset, reported
+        ones enqueued again. Items whose ref is still being prepared are left alone —
+        they will be built on the new tip — so merges landing together retest once."""
+        actions: list[Action] = []
+        for name, manager in self.managers.items():
+            if not manager.config.retest_on_merge:
+                continue
+            for item in list(manager.items):
+                change, bs = item.change, item.buildset
+                if (change.project, change.branch) != (project, branch) or change.number is None:
+                    continue
+                if bs is not None and bs.merge_state is MergeState.READY and (not tip or bs.tip != tip):
+                    actions += manager.reset(item, f"{branch} moved: retesting on the new tip")
+            for (pipeline, key), old in list(self.ctx.last_run.items()):
+                change = old.change
+                if (pipeline != name or key == exclude or change.number is None
+                        or (change.project, change.branch) != (project, branch)):
+                    continue
+                if manager.find(key) is not None or (tip and old.buildset and old.buildset.tip == tip):
+                    continue
+                actions += self.enqueue(name, change, old.quick)
+        return actions
+
+    # --- operator commands ----------------------------------------------------------------
+
+    def _managed_item(self, pipeline: str, key: tuple) -> tuple[PipelineManager | None, Item | None]:
+        manager = self.managers.get(pipeline)
+        if manager is None:
+            self.note(f"no pipeline {pipeline!r}")
+            return None, None
+        return manager, manager.find(tuple(key))
+
+    def _on_PromoteRequest(self, event: ev.PromoteRequest) -> list[Action]:
+        manager, item = self._managed_item(event.pipeline, event.change_key)
+        if item is None or not hasattr(manager, "promote"):
+            self.note(f"cannot promote {event.change_key} in {event.pipeline}")
+            return []
+        manager.promote(item)  # type: ignore[union-attr]
+        return []
+
+    def _on_RetriggerRequest(self, event: ev.RetriggerRequest) -> list[Action]:
+        manager, item = self._managed_item(event.pipeline, event.change_key)
+        if manager is None:
+            return []
+        if item is not None:
+            again = manager.retrigger(item, event.job)
+        else:
+            old = self.ctx.last_run.get((event.pipeline, tuple(event.change_key)))
+            again = manager.rerun(old, event.job)[1] if old is not None else []
+        self.note(f"retrigger {event.job} of {event.change_key}: "
+                  + (", ".join(again) if again else "nothing to run"))
+        return []
+
+    def _on_PauseRequest(self, event: ev.PauseRequest) -> list[Action]:
+        manager = self.managers.get(event.pipeline)
+        if manager is not None:
+            manager.paused = event.paused
+        return []
 
     # --- reconfiguration ----------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class RefPrepared(Event):
     buildset_id: str
     ref: str
     commit: str
+    tip: str = ""   # the target branch tip the ref was built on
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,59 @@ class ReportDone(Event):
     phase: str
     ok: bool
     message: str = ""
+
+
+# --- merging at the source (source → scheduler) ------------------------------------
+
+@dataclass(frozen=True)
+class ChangeMerged(Event):
+    """The source merged an item's change; ``tip`` is the branch's new tip if known."""
+
+    item_id: str
+    tip: str = ""
+
+
+@dataclass(frozen=True)
+class MergeRefused(Event):
+    """The source refused to merge (``status`` 405/409: not mergeable, head moved)."""
+
+    item_id: str
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class BranchMoved(Event):
+    """A target branch got a new tip outside the gate (a push)."""
+
+    project: str
+    branch: str
+    tip: str = ""
+
+
+# --- operator commands ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromoteRequest(Event):
+    """Move the item of ``change_key`` to the head of its queue in ``pipeline``."""
+
+    pipeline: str
+    change_key: tuple
+
+
+@dataclass(frozen=True)
+class RetriggerRequest(Event):
+    """Run ``job`` of the item of ``change_key`` in ``pipeline`` again (and what
+    requires it), keeping the other jobs' results."""
+
+    pipeline: str
+    change_key: tuple
+    job: str
+
+
+@dataclass(frozen=True)
+class PauseRequest(Event):
+    """Pause (no new builds) or resume a pipeline."""
+
+    pipeline: str
+    paused: bool = True

@@ -40,6 +40,7 @@ class Result(str, enum.Enum):
     CANCELED = "CANCELED"
     ERROR = "ERROR"
     MERGE_CONFLICT = "MERGE_CONFLICT"
+    MERGE_FAILED = "MERGE_FAILED"     # tested fine, but the source refused to merge
 
     @property
     def is_infra(self) -> bool:
@@ -130,6 +131,7 @@ class BuildSet:
     merge_state: MergeState = MergeState.PENDING
     ref: str | None = None
     commit: str | None = None
+    tip: str = ""
     merge_message: str = ""
     merge_attempts: int = 0
     builds: dict[str, Build] = field(default_factory=dict)
@@ -168,6 +170,8 @@ class Item:
     dequeued: bool = False
     live: bool = True
     message: str = ""
+    merge_requested: bool = False
+    merged: bool = False
 
     @property
     def item_ahead(self) -> "Item | None":
@@ -188,6 +192,7 @@ class ChangeQueue:
     items: list[Item] = field(default_factory=list)
     window: int = 0
     id: str = field(default_factory=new_id)
+    merged: list[Change] = field(default_factory=list)
 
     def find(self, key: tuple) -> Item | None:
         for item in self.items:

@@ -55,19 +55,19 @@ class GitMerger:
 
     def _run(self, action: PrepareRef) -> None:
         try:
-            ref, commit = self.build(action)
+            ref, commit, tip = self.build(action)
         except MergeConflict as exc:
             self.emit(MergeFailed(action.buildset_id, conflict=True, message=str(exc)))
         except Exception as exc:  # noqa: BLE001 - every other failure is an infra error
             log.warning("preparing %s failed: %s", action.buildset_id, exc)
             self.emit(MergeFailed(action.buildset_id, conflict=False, message=str(exc)))
         else:
-            self.emit(RefPrepared(action.buildset_id, ref, commit))
+            self.emit(RefPrepared(action.buildset_id, ref, commit, tip))
 
     # --- the work (synchronous; tests call it directly) -----------------------------------
 
-    def build(self, action: PrepareRef) -> tuple[str, str]:
-        """Fetch and merge; return ``(ref, commit)``."""
+    def build(self, action: PrepareRef) -> tuple[str, str, str]:
+        """Fetch and merge; return ``(ref, commit, tip it was built on)``."""
         project = check_project(action.project)
         branch = check_ref(action.branch)
         with self._lock(project):
@@ -82,7 +82,7 @@ class GitMerger:
                 commit = self.merge(repo, commit, head, change)
             ref = f"refs/zuul/{branch}/Z{action.buildset_id}"
             git(repo, "update-ref", ref, commit)
-        return ref, commit
+        return ref, commit, tip
 
     def mirror(self, project: str) -> Path:
         repo = self.root / project

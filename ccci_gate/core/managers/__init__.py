@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from ..layout import Layout, PipelineConfig
 from .base import ManagerContext, PipelineManager
+from .dependent import DependentManager
 from .independent import IndependentManager
 from .serial import SerialManager
 from .supercedent import SupercedentManager
 
 MANAGER_CLASSES: dict[str, type[PipelineManager]] = {
     "independent": IndependentManager,
+    "dependent": DependentManager,
     "serial": SerialManager,
     "supercedent": SupercedentManager,
 }

@@ -20,6 +20,7 @@ from ..params import ParameterError, build_parameters
 from ..status import item_summary
 
 MERGE_RETRIES = 3
+LAST_RUNS = 5000
 
 
 class ManagerContext:
@@ -32,14 +33,23 @@ class ManagerContext:
         self.builds: dict[str, tuple[Item, Build]] = {}
         self.buildsets: dict[str, Item] = {}
         self.dirty: set[str] = set()       # items changed since the store last saw them
-        self.touched: set[str] = set()     # items changed since the queues were last walked
+        self.touched: dict[int, tuple[str, ChangeQueue]] = {}  # queues to walk again
         self.items: dict[str, Item] = {}   # every live item by id
         self.finished: list[Item] = []     # items that left their queue since the last save
+        self.last_run: dict[tuple, Item] = {}  # (pipeline, change key) → last reported item
 
     def touch(self, item: Item) -> None:
         """Note that ``item`` changed: it is saved, and its queue walked again."""
         self.dirty.add(item.id)
-        self.touched.add(item.id)
+        self.touched[id(item.queue)] = (item.pipeline, item.queue)
+
+    def remember(self, item: Item) -> None:
+        """Keep the last reported run of each change (for retest-on-merge, retrigger)."""
+        key = (item.pipeline, item.change.key)
+        self.last_run.pop(key, None)
+        self.last_run[key] = item
+        while len(self.last_run) > LAST_RUNS:
+            del self.last_run[next(iter(self.last_run))]
 
     def log_url(self, build_id: str) -> str:
         return f"{self.web_url}/logs/{build_id}" if self.web_url else f"/logs/{build_id}"
@@ -165,6 +175,8 @@ class PipelineManager:
             self.ctx.buildsets.pop(item.buildset.id, None)
         item.buildset = self.new_buildset(item)
         item.state = ItemState.WAITING
+        item.result = None
+        item.merge_requested = False
         item.failing_reason = ""
         item.message = reason
         self.ctx.touch(item)
@@ -269,6 +281,46 @@ class PipelineManager:
             return self.complete_build(build.id, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]
 
+    def retrigger(self, item: Item, job: str) -> list[str]:
+        """Forget the results of ``job`` and what requires it, so they run again.
+
+        Returns the jobs that will run again; the other results stand.
+        """
+        bs = item.buildset
+        assert bs is not None
+        again = [job, *bs.graph.descendants(job)]
+        for name in again:
+            build = bs.builds.get(name)
+            if build is not None and not build.done:
+                return []  # still running: nothing to retrigger yet
+        for name in again:
+            bs.builds.pop(name, None)
+        item.result = None
+        item.failing_reason = ""
+        item.state = ItemState.ACTIVE
+        self.ctx.touch(item)
+        return again
+
+    def rerun(self, old: Item, job: str) -> tuple[Item | None, list[str]]:
+        """Enqueue a reported item again on its old ref, re-running only ``job`` and what
+        requires it."""
+        bs = old.buildset
+        if bs is None or bs.merge_state is not MergeState.READY or job not in bs.graph.names:
+            return None, []
+        queue = self.queue_for(old.change)
+        item = Item(change=old.change, pipeline=self.config.name, queue=queue,
+                    enqueued_at=self.ctx.clock(), quick=old.quick)
+        queue.items.append(item)
+        self.ctx.items[item.id] = item
+        item.buildset = new = self.new_buildset(item, bs.graph)
+        new.changes, new.ref, new.commit, new.tip = bs.changes, bs.ref, bs.commit, bs.tip
+        new.merge_state = MergeState.READY
+        again = [job, *bs.graph.descendants(job)]
+        new.builds = {name: b for name, b in bs.builds.items() if name not in again}
+        item.reported_start = True
+        self.ctx.touch(item)
+        return item, again
+
     # --- results -------------------------------------------------------------------
 
     def complete_build(self, build_id: str, result: Result | None, message: str = "",
@@ -344,7 +396,7 @@ class PipelineManager:
     def phase_for(self, item: Item) -> str:
         if item.result is Result.SUCCESS:
             return "success"
-        if item.result is Result.MERGE_CONFLICT:
+        if item.result in (Result.MERGE_CONFLICT, Result.MERGE_FAILED):
             return "merge-failure"
         return "failure"
 
@@ -354,6 +406,7 @@ class PipelineManager:
         item.state = ItemState.REPORTED
         actions: list[Action] = [self.report(item, phase)]
         self._remove(item)
+        self.ctx.remember(item)
         return actions + self.on_item_reported(item)
 
     def report(self, item: Item, phase: str) -> Report:

@@ -1,0 +1,131 @@
+"""The dependent manager: the speculative gate.
+
+Approved changes join a **change queue** per target branch (projects naming the same
+``queue`` share one). Item N is tested on a speculative ref holding the branch tip plus
+every *non-failing* item ahead of it, in order, while the items ahead are still being
+tested. Only the head reports; on success it is merged at the source, then the next
+item becomes the head.
+
+Every walk of a queue recomputes, for each item, the changes its ref should hold
+(Zuul's nearest-non-failing-item rule). An item whose buildset holds anything else —
+because an item ahead started failing, left the queue, was promoted, or was reset — is
+reset onto a new buildset at once. Changes that merged while queued no longer count.
+
+The **window** bounds how many items are active: it grows by ``increase`` with each
+merge and is divided by ``decrease-factor`` (not below ``floor``) when the head fails.
+"""
+from __future__ import annotations
+
+from ..actions import Action, MergeChange
+from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
+from .base import PipelineManager
+
+
+def failing(item: Item) -> bool:
+    return item.result is not None and item.result is not Result.SUCCESS
+
+
+class DependentManager(PipelineManager):
+    name = "dependent"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._expected: dict[str, tuple[Change, ...]] = {}
+
+    # --- queues ---------------------------------------------------------------------
+
+    def queue_name(self, change: Change) -> str:
+        project = self.layout.projects.get(change.project)
+        shared = project.queue if project is not None and project.queue else change.project
+        return f"{shared}@{change.branch}"
+
+    def queue_for(self, change: Change) -> ChangeQueue:
+        name = self.queue_name(change)
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        queue = ChangeQueue(self.config.name, name, window=self.config.window.start)
+        self.queues.append(queue)
+        return queue
+
+    # --- the walk -----------------------------------------------------------------------
+
+    def process_queue(self, queue: ChangeQueue) -> list[Action]:
+        actions: list[Action] = []
+        if self.paused:
+            return actions
+        if not queue.items:
+            queue.merged.clear()
+        ahead: list[Change] = []
+        for position, item in enumerate(list(queue.items)):
+            if item not in queue.items:
+                continue
+            expected = (*ahead, item.change)
+            self._expected[item.id] = expected
+            bs = item.buildset
+            assert bs is not None
+            if position >= queue.window:
+                if bs.merge_state is not MergeState.PENDING:
+                    actions += self.reset(item, "outside the window")
+                item.state = ItemState.WAITING
+                item.active = False
+                continue
+            item.active = True
+            if bs.merge_state is not MergeState.PENDING and not item.merge_requested:
+                held = tuple(c for c in bs.changes if c not in queue.merged)
+                if held != expected:
+                    actions += self.reset(item, "the items ahead changed")
+            actions += self.process_item(item)
+            if item in queue.items and not failing(item):
+                ahead.append(item.change)
+        return actions
+
+    def speculative_changes(self, item: Item) -> tuple[Change, ...]:
+        return self._expected.get(item.id, (item.change,))
+
+    def can_report(self, item: Item) -> bool:
+        return bool(item.queue.items) and item.queue.items[0] is item
+
+    # --- the head: merge, then report ---------------------------------------------------
+
+    def finish(self, item: Item) -> list[Action]:
+        queue = item.queue
+        if item.result is Result.SUCCESS and not item.merged:
+            if item.merge_requested:
+                return []
+            item.merge_requested = True
+            self.ctx.touch(item)
+            bs = item.buildset
+            return [MergeChange(item.id, item.change, item.change.sha,
+                                commit=bs.commit if bs else None, branch=item.change.branch)]
+        window = self.config.window
+        if item.result is Result.SUCCESS:
+            queue.window += window.increase
+            queue.merged.append(item.change)
+        elif item.result is Result.FAILURE or item.result is Result.ERROR:
+            queue.window = max(window.floor, queue.window // window.decrease_factor)
+        self._expected.pop(item.id, None)
+        return super().finish(item)
+
+    def merged(self, item: Item) -> None:
+        """The source merged the head's change."""
+        item.merged = True
+        self.ctx.touch(item)
+
+    def merge_refused(self, item: Item, status: int, message: str) -> None:
+        """The source refused the merge: report it truthfully; items behind, built on a
+        commit that never landed, are reset by the next walk."""
+        item.result = Result.MERGE_FAILED
+        item.merge_requested = False
+        item.failing_reason = f"the source refused the merge ({status}): {message}"
+        self.ctx.touch(item)
+
+    # --- operator commands --------------------------------------------------------------
+
+    def promote(self, item: Item) -> None:
+        """Move ``item`` to the head of its queue; what it overtakes is reset by the walk."""
+        queue = item.queue
+        queue.items.remove(item)
+        queue.items.insert(0, item)
+        for other in queue.items:
+            self.ctx.touch(other)
