@@ -21,7 +21,7 @@ from .core.layout import Layout
 from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
-from .merger import GitMerger, git_http_handler
+from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import Store
@@ -76,7 +76,7 @@ class Gatekeeper:
         self.scheduler = Scheduler(
             self.engine, self.merger, self.dispatcher, self.store,
             reporters={**self.connections.reporters, "log": _LogReporter()},
-            sources=self.connections.sources,
+            sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
         self.timer = TimerDriver(lambda: self.engine.layout, self.scheduler.put)
         self.api = GatekeeperAPI(
@@ -102,7 +102,7 @@ class Gatekeeper:
         proj = self.engine.layout.projects.get(project)
         if proj is not None and proj.connection:
             return proj.connection
-        return next(iter(self.connections.sources), None)
+        return next(iter(self.connections.sources), "git")
 
     def start(self) -> None:
         self.scheduler.start()

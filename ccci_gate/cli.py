@@ -2,7 +2,8 @@
 
 - ``serve``: run the gatekeeper (embedded Gearman server, SQLite, HTTP, a local worker)
 - ``worker``: join a worker host to the pool (``--gearman HOST:PORT``)
-- ``enqueue`` / ``dequeue`` / ``reconfigure`` / ``status``: talk to a running gatekeeper
+- ``enqueue`` / ``dequeue`` / ``promote`` / ``retrigger`` / ``pause`` / ``resume`` /
+  ``reconfigure`` / ``status``: talk to a running gatekeeper
 - ``validate``: check layouts and jobs, print every error with file and line
 """
 from __future__ import annotations
@@ -79,6 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ref")
     p.add_argument("--pipeline", default="", help="only this pipeline")
     _add_client_args(p)
+
+    p = sub.add_parser("promote", help="move a change to the head of its gate queue")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--project", required=True)
+    p.add_argument("--change", type=int, required=True)
+    _add_client_args(p)
+
+    p = sub.add_parser("retrigger", help="run one job of an item again, keeping the others")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--project", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--change", type=int)
+    group.add_argument("--ref")
+    p.add_argument("--job", required=True)
+    _add_client_args(p)
+
+    for name, what in (("pause", "stop starting builds in a pipeline"),
+                       ("resume", "start builds in a paused pipeline again")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--pipeline", required=True)
+        _add_client_args(p)
 
     p = sub.add_parser("reconfigure", help="reload layouts and jobs in a running gatekeeper")
     _add_client_args(p)
@@ -193,6 +215,21 @@ def cmd_dequeue(args: argparse.Namespace) -> int:
     return _post(args, "/admin/dequeue", {k: v for k, v in body.items() if v not in (None, "")})
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _post(args, "/admin/promote", {"pipeline": args.pipeline, "project": args.project,
+                                          "change": args.change})
+
+
+def cmd_retrigger(args: argparse.Namespace) -> int:
+    body = {"pipeline": args.pipeline, "project": args.project, "change": args.change,
+            "ref": args.ref, "job": args.job}
+    return _post(args, "/admin/retrigger", {k: v for k, v in body.items() if v is not None})
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _post(args, f"/admin/{args.command}", {"pipeline": args.pipeline})
+
+
 def cmd_reconfigure(args: argparse.Namespace) -> int:
     return _post(args, "/admin/reconfigure", {})
 
@@ -244,6 +281,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve, "worker": cmd_worker, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
+    "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,
 }
 
 if __name__ == "__main__":  # pragma: no cover

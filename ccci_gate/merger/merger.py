@@ -49,7 +49,8 @@ class GitMerger:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _lock(self, project: str) -> threading.Lock:
+    def lock(self, project: str) -> threading.Lock:
+        """The lock that serialises git work on one project's mirror."""
         with self._locks_guard:
             return self._locks.setdefault(project, threading.Lock())
 
@@ -70,7 +71,7 @@ class GitMerger:
         """Fetch and merge; return ``(ref, commit, tip it was built on)``."""
         project = check_project(action.project)
         branch = check_ref(action.branch)
-        with self._lock(project):
+        with self.lock(project):
             repo = self.mirror(project)
             heads = self.fetch(repo, project, branch, action.changes)
             tip = heads.pop(0)

@@ -10,6 +10,9 @@ Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>
 - ``POST /admin/enqueue`` ``{pipeline, project, change?, patchset?, ref?, branch?}``
 - ``POST /admin/dequeue`` ``{project, change? | ref?, pipeline?}``
 - ``POST /admin/reconfigure``: reload the layout; 400 with every error if invalid
+- ``POST /admin/promote`` ``{pipeline, project, change}``: move an item to its queue's head
+- ``POST /admin/retrigger`` ``{pipeline, project, change? | ref?, job}``: run one job again
+- ``POST /admin/pause`` / ``/admin/resume`` ``{pipeline}``
 """
 from __future__ import annotations
 
@@ -50,6 +53,10 @@ class GatekeeperAPI:
         router.add("POST", "/admin/enqueue", self.admin(self.enqueue))
         router.add("POST", "/admin/dequeue", self.admin(self.dequeue))
         router.add("POST", "/admin/reconfigure", self.admin(self.reload))
+        router.add("POST", "/admin/promote", self.admin(self.promote))
+        router.add("POST", "/admin/retrigger", self.admin(self.retrigger))
+        router.add("POST", "/admin/pause", self.admin(self.pause))
+        router.add("POST", "/admin/resume", self.admin(self.pause))
 
     # --- open endpoints -----------------------------------------------------------------
 
@@ -124,6 +131,35 @@ class GatekeeperAPI:
             return Response.error(400, str(exc))
         self.scheduler.put(ev.DequeueRequest(change.key, str(body.get("pipeline") or "")))
         return Response.json({"dequeued": change.describe()}, 202)
+
+    def promote(self, request: Request, body: dict[str, Any]) -> Response:
+        return self._item_command(body, lambda pipeline, change: ev.PromoteRequest(pipeline, change.key))
+
+    def retrigger(self, request: Request, body: dict[str, Any]) -> Response:
+        job = body.get("job")
+        if not isinstance(job, str) or not job:
+            return Response.error(400, "'job' is required")
+        return self._item_command(body, lambda pipeline, change: ev.RetriggerRequest(
+            pipeline, change.key, job))
+
+    def pause(self, request: Request, body: dict[str, Any]) -> Response:
+        pipeline = body.get("pipeline")
+        if pipeline not in self.scheduler.engine.layout.pipelines:
+            return Response.error(400, f"no pipeline {pipeline!r}")
+        paused = request.path.endswith("/pause")
+        self.scheduler.put(ev.PauseRequest(pipeline, paused))
+        return Response.json({"pipeline": pipeline, "paused": paused}, 202)
+
+    def _item_command(self, body: dict[str, Any], make: Callable[[str, Change], ev.Event]) -> Response:
+        try:
+            pipeline = _text(body, "pipeline")
+            change = self._change(body)
+        except ValueError as exc:
+            return Response.error(400, str(exc))
+        if pipeline not in self.scheduler.engine.layout.pipelines:
+            return Response.error(400, f"no pipeline {pipeline!r}")
+        self.scheduler.put(make(pipeline, change))
+        return Response.json({"accepted": change.describe(), "pipeline": pipeline}, 202)
 
     def reload(self, request: Request, body: dict[str, Any]) -> Response:
         errors = self.reconfigure()
