@@ -19,17 +19,18 @@ JOBS = ("build", "test")
 
 
 def gate_layout(window: WindowConfig | None = None, retest: bool = False,
-                projects: Iterable[str] = ("org/a",)) -> Layout:
+                projects: Iterable[str] = ("org/a",), batch: bool = False,
+                jobs: tuple[str, ...] = JOBS) -> Layout:
     return Layout(
         pipelines={
             "gate": PipelineConfig("gate", manager="dependent", triggers={"admin": ()},
-                                   window=window or WindowConfig(),
+                                   window=window or WindowConfig(), batch=batch,
                                    reporters={p: {"memo": {}} for p in
                                               ("success", "failure", "merge-failure")}),
             "check": PipelineConfig("check", triggers={"admin": ()}, retest_on_merge=retest,
                                     reporters={"success": {"memo": {}}, "failure": {"memo": {}}}),
         },
-        projects={p: ProjectConfig(p, queue="shared", pipelines={"gate": JOBS, "check": JOBS})
+        projects={p: ProjectConfig(p, queue="shared", pipelines={"gate": jobs, "check": jobs})
                   for p in projects},
         jobs={"build": JobConfig("build"), "test": JobConfig("test", requires=("build",))})
 
@@ -50,6 +51,7 @@ class Gate:
         self.tip = 0
         self.prepared: list[tuple[int, ...]] = []     # changes of every speculative ref
         self.builds: dict[tuple[int, str], str] = {}  # (change, job) → live build id
+        self.holds: dict[str, tuple[int, ...]] = {}   # build id → changes in its ref
         self.build_runs = 0
         self.cancelled: list[str] = []
         self.reports: list[act.Report] = []
@@ -75,6 +77,8 @@ class Gate:
             elif isinstance(action, act.StartBuild):
                 number = int(action.parameters["ZUUL_CHANGE"] or 0) if "ZUUL_CHANGE" in action.parameters else 0
                 self.builds[(number, action.parameters["JOB_NAME"])] = action.build_id
+                self.holds[action.build_id] = tuple(
+                    int(part.rsplit("/", 2)[-2]) for part in action.parameters["ZUUL_CHANGES"].split("^"))
                 self.build_runs += 1
             elif isinstance(action, act.CancelBuild):
                 self.cancelled.append(action.build_id)
@@ -132,6 +136,14 @@ class Gate:
         while self.builds:
             (n, job) = next(iter(self.builds))
             self.finish(n, job, "FAILURE" if (n, job) in fail else "SUCCESS")
+
+    def run_with_culprits(self, culprits: Iterable[int]) -> None:
+        """Finish builds until none is left; a build fails when its ref holds a culprit."""
+        culprits = set(culprits)
+        while self.builds:
+            (n, job), build_id = next(iter(self.builds.items()))
+            bad = culprits & set(self.holds[build_id])
+            self.finish(n, job, "FAILURE" if bad else "SUCCESS")
 
     # --- looking ------------------------------------------------------------------------
 

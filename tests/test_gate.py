@@ -181,3 +181,29 @@ def test_pause_holds_new_builds_and_resume_starts_them():
     assert g.builds == {} and g.prepared == []
     g.send(ev.PauseRequest("gate", False))
     assert (1, "build") in g.builds
+
+
+def test_batching_finds_one_culprit_among_eight_and_merges_the_seven():
+    g = Gate(gate_layout(batch=True, jobs=("build",)))
+    g.send(ev.PauseRequest("gate", True))
+    g.enqueue(*range(1, 9))                           # eight changes queue up
+    g.send(ev.PauseRequest("gate", False))
+    assert g.prepared == [(1, 2, 3, 4, 5, 6, 7, 8)]   # one run for the whole batch
+    g.run_with_culprits({6})
+    assert g.merges == [1, 2, 3, 4, 5, 7, 8]
+    assert dict(g.verdicts())[6] == "FAILURE"
+    culprit = [r for r in g.reports if r.summary["change"]["number"] == 6][0]
+    assert "culprit" in culprit.summary["failing_reason"]
+    assert {j["name"]: j["result"] for j in culprit.summary["jobs"]} == {"build": "FAILURE"}
+    # 1 batch run + 3 bisection probes (log2 8) + 1 run of the two behind the culprit
+    assert g.build_runs == 5
+
+
+def test_batching_with_no_failure_is_one_run_per_batch():
+    g = Gate(gate_layout(batch=True, jobs=("build",)))
+    g.send(ev.PauseRequest("gate", True))
+    g.enqueue(*range(1, 9))
+    g.send(ev.PauseRequest("gate", False))
+    g.run_with_culprits(())
+    assert g.merges == list(range(1, 9)) and g.build_runs == 1
+    assert all(v == "SUCCESS" for _, v in g.verdicts())

@@ -44,7 +44,7 @@ def subjects(repo, ref):
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_speculative_ref_holds_exactly_the_changes_in_order(merger, tmp_path, count):
     changes = tuple(pr(n) for n in range(1, count + 1))
-    ref, commit, _ = merger.build(PrepareRef("bs1", "org/r", "main", changes))
+    ref, commit, *_ = merger.build(PrepareRef("bs1", "org/r", "main", changes))
     repo = tmp_path / "merger" / "org/r"
     assert ref == "refs/zuul/main/Zbs1"
     assert git(repo, "rev-parse", ref) == commit
@@ -71,7 +71,7 @@ def test_unknown_ref_is_an_error_not_a_conflict(merger, events):
 
 def test_ref_item_is_the_ref_itself(merger, upstream):
     tip = git(upstream, "rev-parse", "main")
-    ref, commit, _ = merger.build(PrepareRef("bs4", "org/r", "main",
+    ref, commit, *_ = merger.build(PrepareRef("bs4", "org/r", "main",
                                           (Change("org/r", "main", "refs/heads/main", sha=tip),)))
     assert commit == tip
 
@@ -88,7 +88,7 @@ def test_branch_names_are_checked(merger):
 
 
 def test_worker_fetches_the_ref_over_http_and_cannot_push(merger, tmp_path):
-    ref, commit, _ = merger.build(PrepareRef("bs7", "org/r", "main", (pr(1), pr(2))))
+    ref, commit, *_ = merger.build(PrepareRef("bs7", "org/r", "main", (pr(1), pr(2))))
     router = Router()
     handler = git_http_handler(tmp_path / "merger")
     router.add("GET", "/git/", handler)

@@ -261,12 +261,6 @@ def _job(d: dict) -> JobConfig:
 
 def _pipeline(d: dict) -> PipelineConfig:
     w = d["window"]
-    extra = {}
-    fields = PipelineConfig.__dataclass_fields__
-    if "batch" in fields:
-        extra["batch"] = d["batch"]
-    if "batch_max" in fields:
-        extra["batch_max"] = d["batch-max"]
     return PipelineConfig(
         name=d["name"], manager=d["manager"], description=d["description"],
         precedence=d["precedence"], quick=d["quick"], retest_on_merge=d["retest-on-merge"],
@@ -274,7 +268,7 @@ def _pipeline(d: dict) -> PipelineConfig:
         triggers={driver: tuple(dict(f) for f in filters) for driver, filters in d["trigger"].items()},
         reporters={phase: {drv: dict(opts or {}) for drv, opts in d[phase].items()}
                    for phase in ("start", "success", "failure", "merge-failure") if d[phase]},
-        **extra)
+        batch=d["batch"], batch_max=d["batch-max"])
 
 
 def validate_main(argv: Sequence[str]) -> int:

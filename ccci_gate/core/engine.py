@@ -152,6 +152,7 @@ class Engine:
         if item is not None and item.buildset.merge_state is MergeState.PREPARING:
             item.buildset.ref, item.buildset.commit = event.ref, event.commit
             item.buildset.tip = event.tip
+            item.buildset.steps = tuple(event.steps)
             item.buildset.merge_state = MergeState.READY
             self.ctx.touch(item)
         return []

@@ -76,6 +76,7 @@ class RefPrepared(Event):
     ref: str
     commit: str
     tip: str = ""   # the target branch tip the ref was built on
+    steps: tuple[str, ...] = ()  # the commit after each change was merged, in order
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ class PipelineConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     retest_on_merge: bool = False
     quick: bool = False
+    batch: bool = False
+    batch_max: int = 8
 
     def reporters_for(self, phase: str) -> Mapping[str, Mapping]:
         return self.reporters.get(phase, _EMPTY)

@@ -132,6 +132,7 @@ class BuildSet:
     ref: str | None = None
     commit: str | None = None
     tip: str = ""
+    steps: tuple[str, ...] = ()
     merge_message: str = ""
     merge_attempts: int = 0
     builds: dict[str, Build] = field(default_factory=dict)
@@ -172,6 +173,9 @@ class Item:
     message: str = ""
     merge_requested: bool = False
     merged: bool = False
+    proven: tuple[Change, ...] = ()   # batching: the changes it was proven good with
+    proven_commit: str = ""           # ... and the tested commit that holds them
+    probe_failed: bool = False        # batching: a test of the changes up to it failed
 
     @property
     def item_ahead(self) -> "Item | None":

@@ -12,7 +12,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..core.actions import PrepareRef
 from ..core.events import Event, MergeFailed, RefPrepared
@@ -20,6 +20,15 @@ from ..core.model import Change
 from .git import GitError, check_project, check_ref, git, out
 
 log = logging.getLogger("ccci_gate.merger")
+
+
+class Prepared(NamedTuple):
+    """A built speculative ref: ``steps`` is the commit after each change, in order."""
+
+    ref: str
+    commit: str
+    tip: str
+    steps: tuple[str, ...]
 
 
 class MergeConflict(Exception):
@@ -56,19 +65,20 @@ class GitMerger:
 
     def _run(self, action: PrepareRef) -> None:
         try:
-            ref, commit, tip = self.build(action)
+            prepared = self.build(action)
         except MergeConflict as exc:
             self.emit(MergeFailed(action.buildset_id, conflict=True, message=str(exc)))
         except Exception as exc:  # noqa: BLE001 - every other failure is an infra error
             log.warning("preparing %s failed: %s", action.buildset_id, exc)
             self.emit(MergeFailed(action.buildset_id, conflict=False, message=str(exc)))
         else:
-            self.emit(RefPrepared(action.buildset_id, ref, commit, tip))
+            self.emit(RefPrepared(action.buildset_id, prepared.ref, prepared.commit,
+                                  prepared.tip, prepared.steps))
 
     # --- the work (synchronous; tests call it directly) -----------------------------------
 
-    def build(self, action: PrepareRef) -> tuple[str, str, str]:
-        """Fetch and merge; return ``(ref, commit, tip it was built on)``."""
+    def build(self, action: PrepareRef) -> "Prepared":
+        """Fetch and merge; return the ref, its commit, the tip and each step's commit."""
         project = check_project(action.project)
         branch = check_ref(action.branch)
         with self.lock(project):
@@ -76,14 +86,16 @@ class GitMerger:
             heads = self.fetch(repo, project, branch, action.changes)
             tip = heads.pop(0)
             commit = tip
+            steps = []
             for change, head in zip(action.changes, heads):
                 if change.number is None:
                     commit = head  # a ref item is tested as it is
-                    continue
-                commit = self.merge(repo, commit, head, change)
+                else:
+                    commit = self.merge(repo, commit, head, change)
+                steps.append(commit)
             ref = f"refs/zuul/{branch}/Z{action.buildset_id}"
             git(repo, "update-ref", ref, commit)
-        return ref, commit, tip
+        return Prepared(ref, commit, tip, tuple(steps))
 
     def mirror(self, project: str) -> Path:
         repo = self.root / project

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..layout import Layout, PipelineConfig
 from .base import ManagerContext, PipelineManager
+from .batching import BatchingManager
 from .dependent import DependentManager
 from .independent import IndependentManager
 from .serial import SerialManager
@@ -26,7 +27,7 @@ MANAGER_CLASSES: dict[str, type[PipelineManager]] = {
 def make_manager(config: PipelineConfig, layout: Layout, ctx: ManagerContext) -> PipelineManager:
     """The manager object for a pipeline's ``manager`` setting."""
     try:
-        cls = MANAGER_CLASSES[config.manager]
+        cls = BatchingManager if config.manager == "dependent" and config.batch else MANAGER_CLASSES[config.manager]
     except KeyError:
         raise ValueError(f"pipeline {config.name}: manager {config.manager!r} is not available") from None
     return cls(config, layout, ctx)

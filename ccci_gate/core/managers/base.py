@@ -177,6 +177,7 @@ class PipelineManager:
         item.state = ItemState.WAITING
         item.result = None
         item.merge_requested = False
+        item.probe_failed = False
         item.failing_reason = ""
         item.message = reason
         self.ctx.touch(item)
