@@ -87,7 +87,7 @@ class BuildState(str, enum.Enum):
     COMPLETED = "COMPLETED"
 
 
-@dataclass
+@dataclass(eq=False)
 class Build:
     """One run of one job for one buildset."""
 
@@ -120,7 +120,7 @@ class MergeState(str, enum.Enum):
     ERROR = "ERROR"
 
 
-@dataclass
+@dataclass(eq=False)
 class BuildSet:
     """One attempt at an item: the speculative ref and the builds run on it."""
 
@@ -152,7 +152,7 @@ class ItemState(str, enum.Enum):
     REPORTED = "REPORTED"
 
 
-@dataclass
+@dataclass(eq=False)
 class Item:
     """A change enqueued in a pipeline."""
 
@@ -187,7 +187,7 @@ class Item:
         return self.queue.items[: self.queue.items.index(self)]
 
 
-@dataclass
+@dataclass(eq=False)
 class ChangeQueue:
     """Ordered items of a pipeline that share a gate (one per item when independent)."""
 

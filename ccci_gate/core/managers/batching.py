@@ -6,7 +6,7 @@ jobs only on **probe** items. A probe's speculative ref holds every change up to
 so one passing probe proves the whole prefix good: those changes merge in order, each
 at the tested commit that holds it (``BuildSet.steps``). When a probe fails, the
 manager bisects between the longest prefix known good and the shortest known bad,
-one probe at a time, until the culprit is the first change of a failing prefix whose
+in rounds of up to ``MAX_PROBES`` prefixes tested in parallel, until the culprit is the first change of a failing prefix whose
 predecessor passed; the culprit is reported with its failing builds as evidence and the
 rest carries on without it. Every merged change was tested in exactly the combination
 that lands.
@@ -59,6 +59,7 @@ class BatchingManager(DependentManager):
             lo += 1
         hi = next((i for i in range(lo, len(items)) if items[i].probe_failed), None)
         probe = None
+        probes: list[Item] = []
         running = [i for i in items if self._has_builds(i) and not i.proven and not i.probe_failed]
         if hi is None:
             if lo < len(items) and not self._has_builds(items[-1]) and len(running) < MAX_PROBES:
@@ -70,12 +71,12 @@ class BatchingManager(DependentManager):
             if hi == lo:
                 actions += self._convict(items[lo])
             else:
-                probe = items[(lo + hi - 1) // 2]
+                probes = self._bisection_probes(items, lo, hi)
         for position, item in enumerate(list(queue.items)):
             if item not in queue.items:
                 continue
             item.active = position < queue.window
-            if item is probe or self._has_builds(item):
+            if item is probe or item in probes or self._has_builds(item):
                 actions += self.process_item(item)
             elif item.proven or failing(item):
                 item.state = ItemState.COMPLETE
@@ -83,6 +84,27 @@ class BatchingManager(DependentManager):
             else:
                 item.state = ItemState.WAITING
         return actions
+
+    def _bisection_probes(self, items: list[Item], lo: int, hi: int) -> list[Item]:
+        """The next round of probes splitting the suspects ``items[lo:hi + 1]`` (the
+        prefix up to ``hi`` failed; up to ``lo - 1`` is proven): up to ``MAX_PROBES``
+        prefixes, each splitting the widest remaining gap, started together once the
+        previous round has its verdicts."""
+        if any(self._has_builds(items[i]) for i in range(lo, hi)):
+            return []  # this round is still running
+        known = {lo - 1, hi}
+        running = 0
+        new: list[Item] = []
+        while running < MAX_PROBES:
+            edges = sorted(known)
+            width, left = max((b - a, a) for a, b in zip(edges, edges[1:]))
+            if width < 2:
+                break
+            point = left + width // 2
+            known.add(point)
+            new.append(items[point])
+            running += 1
+        return new
 
     def process_item(self, item: Item) -> list[Action]:
         bs = item.buildset
