@@ -136,17 +136,24 @@ class Gatekeeper:
         signal.signal(signal.SIGHUP, lambda *_: self.reconfigure())
 
     def stop(self) -> None:
-        for part in (self.worker, self.timer, self.connections, self.web):
-            if part is not None:
-                try:
-                    part.shutdown() if hasattr(part, "shutdown") else part.stop()
-                except Exception:
-                    log.exception("stopping %r", part)
+        # first what feeds the scheduler, then the scheduler, then what it reports to
+        for part in (self.web, self.timer, self.worker):
+            self._stop_part(part)
         self.scheduler.stop()
+        self._stop_part(self.connections)
         self.dispatcher.shutdown()
         if self.gearman_server is not None:
             self.gearman_server.shutdown()
         self.store.close()
+
+    @staticmethod
+    def _stop_part(part: Any) -> None:
+        if part is None:
+            return
+        try:
+            part.shutdown() if hasattr(part, "shutdown") else part.stop()
+        except Exception:
+            log.exception("stopping %r", part)
 
 
 class _LogReporter:

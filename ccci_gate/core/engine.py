@@ -88,8 +88,9 @@ class Engine:
         change = event.change
         if event.type == "pull_request" and event.action == "synchronized":
             actions += self.supersede(change)
-        if event.type == "pull_request" and event.action == "closed":
-            actions += self.dequeue_everywhere(change.key, "pull request closed")
+        if event.type == "pull_request" and event.action in ("closed", "merged"):
+            actions += self.dequeue_everywhere(change.key, f"pull request {event.action}",
+                                               keep_merging=True)
             for key in [k for k in self.ctx.last_run if k[1] == change.key]:
                 del self.ctx.last_run[key]
         if event.type == "push" and change.ref.startswith("refs/heads/") and change.number is None:
@@ -126,12 +127,17 @@ class Engine:
                 actions += manager.dequeue(item, "superseded by a newer patchset")
         return actions
 
-    def dequeue_everywhere(self, key: tuple, reason: str, pipeline: str = "") -> list[Action]:
+    def dequeue_everywhere(self, key: tuple, reason: str, pipeline: str = "",
+                           keep_merging: bool = False) -> list[Action]:
+        """Dequeue the change from every pipeline (or one); ``keep_merging`` spares an
+        item the gate is merging itself (the source's own merge notice races it)."""
         actions: list[Action] = []
         for name, manager in self.managers.items():
             if pipeline and name != pipeline:
                 continue
             item = manager.find(key)
+            if item is not None and keep_merging and (item.merge_requested or item.merged):
+                continue
             if item is not None:
                 actions += manager.dequeue(item, reason)
         return actions

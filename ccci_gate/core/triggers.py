@@ -4,7 +4,8 @@ A pipeline's ``trigger`` maps a driver name to a list of filters; an event enter
 any filter of its driver matches. A filter matches when every key it sets matches:
 
 - ``event``: the event's ``type`` is one of these (``comment``, ``pull_request``, ``push``...)
-- ``action``: the event's ``action`` is one of these (``opened``, ``synchronized``...)
+- ``action``: the event's ``action`` is one of these (``opened``, ``synchronized``...);
+  comment events default to ``created`` (edits do not trigger unless asked for)
 - ``comment``: regex searched in the comment text (anchor it: ``^!testme\\s*$``)
 - ``branch`` / ``ref``: regex fully matching the change's branch / ref
 - ``require-authorized``: the driver vouched for the user (``data["authorized"]``);
@@ -37,6 +38,8 @@ def filter_matches(flt: Mapping, event: TriggerEvent) -> bool:
     if events and event.type not in events:
         return False
     actions = _as_list(_get(flt, "action"))
+    if not actions and event.type == "comment":
+        actions = ["created", ""]  # an edited comment triggers only when asked for
     if actions and event.action not in actions:
         return False
     comment = _get(flt, "comment")

@@ -1,0 +1,161 @@
+"""The Gitea REST API, as much of it as the driver uses (``/api/v1``).
+
+Every call carries ``Authorization: token …``, a timeout, and retries with backoff on
+5xx answers and connection errors. Nothing here logs the token: requests' errors name
+the URL only, and :func:`redact` scrubs any text that reaches a log or a comment.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import quote
+
+import requests
+
+log = logging.getLogger("ccci_gate.drivers.gitea")
+
+TIMEOUT = 10.0
+WRITE_PERMISSIONS = ("write", "admin", "owner")
+
+
+class GiteaError(Exception):
+    """Gitea answered, and said no (4xx): ``status`` and its message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class GiteaUnavailable(Exception):
+    """Gitea did not answer usefully (5xx, timeout, connection refused)."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    head_sha: str
+    branch: str
+    title: str = ""
+    url: str = ""
+    state: str = "open"
+
+
+def path(template: str, *parts: str | int) -> str:
+    """``path("/repos/{}/pulls/{}", "o/r", 2)``: each part quoted, ``/`` kept in repos."""
+    return template.format(*(quote(str(p), safe="/") for p in parts))
+
+
+class GiteaAPI:
+    """A small client: ``call()`` plus the handful of calls the driver makes."""
+
+    def __init__(self, url: str, token: str, retries: int = 3, backoff: float = 0.5,
+                 timeout: float = TIMEOUT, verify: bool = True,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.base = url.rstrip("/") + "/api/v1"
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers["User-Agent"] = "ccci-gate"
+        if token:
+            self.session.headers["Authorization"] = f"token {token}"
+        self._secrets = [token] if token else []
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def call(self, method: str, where: str, json: Any = None, params: Mapping | None = None,
+             retries: int | None = None) -> requests.Response:
+        """One request; 2xx returns the response, 4xx raises ``GiteaError``, 5xx and
+        connection errors are retried, then raise ``GiteaUnavailable``."""
+        attempts = 1 + (self.retries if retries is None else retries)
+        problem = ""
+        for attempt in range(attempts):
+            if attempt:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self.session.request(method, self.base + where, json=json,
+                                                params=params, timeout=self.timeout)
+            except requests.RequestException as exc:
+                problem = self.redact(f"{type(exc).__name__}: {exc}")
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                problem = f"{response.status_code} {response.reason}"
+                continue
+            if response.status_code >= 400:
+                raise GiteaError(response.status_code, self.redact(_message(response)))
+            return response
+        raise GiteaUnavailable(f"{method} {where}: {problem}")
+
+    # --- reads -------------------------------------------------------------------------
+
+    def pull(self, repo: str, number: int) -> PullRequest:
+        data = self.call("GET", path("/repos/{}/pulls/{}", repo, number)).json()
+        return PullRequest(number, data["head"]["sha"], data["base"]["ref"],
+                           data.get("title") or "", data.get("html_url") or "",
+                           data.get("state") or "open")
+
+    def open_pulls(self, repo: str) -> list[int]:
+        data = self.call("GET", path("/repos/{}/pulls", repo),
+                         params={"state": "open", "limit": 50}).json()
+        return [int(pr["number"]) for pr in data]
+
+    def comments_since(self, repo: str, since: str) -> list[dict]:
+        """Comments on the repository's issues and pulls updated since ``since`` (RFC 3339)."""
+        params = {"limit": 50}
+        if since:
+            params["since"] = since  # type: ignore[assignment]
+        return list(self.call("GET", path("/repos/{}/issues/comments", repo), params=params).json())
+
+    def can_write(self, repo: str, user: str) -> bool:
+        """Whether ``user`` is a collaborator with write access to ``repo``."""
+        try:
+            data = self.call("GET", path("/repos/{}/collaborators/{}/permission", repo, user)).json()
+        except GiteaError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return str(data.get("permission", "")).lower() in WRITE_PERMISSIONS
+
+    def is_member(self, org: str, user: str) -> bool:
+        """Whether ``user`` is a member of organisation ``org`` (204 yes, 404 no)."""
+        try:
+            response = self.call("GET", path("/orgs/{}/members/{}", org, user))
+        except GiteaError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return response.status_code == 204
+
+    def whoami(self) -> str:
+        return str(self.call("GET", "/user").json().get("login", ""))
+
+    # --- writes ------------------------------------------------------------------------
+
+    def merge(self, repo: str, number: int, head_sha: str, style: str = "merge") -> None:
+        body: dict[str, Any] = {"Do": style}
+        if head_sha:
+            body["head_commit_id"] = head_sha
+        self.call("POST", path("/repos/{}/pulls/{}/merge", repo, number), json=body)
+
+    def branch_tip(self, repo: str, branch: str) -> str:
+        data = self.call("GET", path("/repos/{}/branches/{}", repo, branch)).json()
+        return str((data.get("commit") or {}).get("id", ""))
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason
+    if isinstance(data, Mapping):
+        return str(data.get("message") or data.get("error") or data)[:200]
+    return str(data)[:200]

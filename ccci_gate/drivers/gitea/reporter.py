@@ -1,0 +1,198 @@
+"""Results out: commit statuses and one PR comment per item, through an outbox.
+
+``report()`` runs on the scheduler thread, so it only renders and queues writes in
+the connection's store; :class:`Outbox` sends them on its own thread, in order,
+retrying with backoff while Gitea is down. A restart resumes where it stopped.
+
+- **statuses** on the tested head sha: ``pending`` at the start for the item
+  (context ``ccci/<pipeline>``) and each job (``ccci/<pipeline>/<job>``), then the
+  final state of each; ``target_url`` is the build's log or the item's page.
+- **comment**: rendered from a jinja2 template (operators may supply their own); the
+  gate keeps one comment per pull request and pipeline and edits it on each new
+  result. A hidden marker lets the driver recognise its own comments.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import jinja2.sandbox
+
+from ...core.actions import Report
+from .api import GiteaAPI, GiteaError, GiteaUnavailable, path
+from .store import GiteaStore, Outgoing
+
+log = logging.getLogger("ccci_gate.drivers.gitea")
+
+MARKER = "<!-- ccci-gate -->"
+TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
+MAX_DELAY = 300.0
+MAX_ATTEMPTS = 50  # about four hours of a Gitea outage at the longest delay
+
+INFRA = {"NOT_REGISTERED", "RETRY_LIMIT", "ERROR", "ABORTED", "CANCELED", "MERGE_FAILED"}
+VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
+            "MERGE_CONFLICT": ("needs a rebase (merge conflict)", "⚠️"),
+            "MERGE_FAILED": ("passed, but Gitea refused the merge", "⚠️"),
+            "ERROR": ("could not run (infrastructure error)", "🛠️")}
+
+
+def status_state(result: str | None) -> str:
+    """Gitea's commit status state for a build or item result (honest mapping)."""
+    if result is None:
+        return "pending"
+    if result == "SUCCESS":
+        return "success"
+    if result in INFRA:
+        return "error"
+    return "failure"  # FAILURE, TIMED_OUT, SKIPPED (a job it requires failed), conflicts
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def load_template(source: Path | None = None) -> jinja2.Template:
+    env = jinja2.sandbox.SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined,
+                                              keep_trailing_newline=True)
+    env.filters["duration"] = _duration
+    return env.from_string((source or TEMPLATE).read_text())
+
+
+class GiteaReporter:
+    """``Reporter`` port for one Gitea connection."""
+
+    def __init__(self, store: GiteaStore, template: jinja2.Template, wake: threading.Event,
+                 redact=lambda text: text):
+        self.store = store
+        self.template = template
+        self.wake = wake
+        self.redact = redact
+
+    def report(self, action: Report) -> None:
+        item = action.summary
+        change = item.get("change") or {}
+        repo, number, sha = change.get("project"), change.get("number"), change.get("sha")
+        if not repo or number is None or not sha:
+            log.info("[%s] %s: not a pull request with a known head, nothing to report to Gitea",
+                     action.pipeline, change.get("id"))
+            return
+        pipeline = action.pipeline
+        final = action.phase != "start"
+        for job in item.get("jobs", []):
+            result = job.get("result") if final else None
+            self._status(repo, sha, f"ccci/{pipeline}/{job['name']}", result,
+                         job.get("log_url") or item.get("status_url", ""),
+                         f"{job['name']}: {result or 'queued'}"
+                         + ("" if job.get("voting", True) else " (non-voting)"))
+        result = item.get("result") if final else None
+        verdict = VERDICTS.get(result or "", (str(result).lower(), "❔"))[0] if result else "running"
+        self._status(repo, sha, f"ccci/{pipeline}", result, item.get("status_url", ""),
+                     f"{pipeline}: {verdict}" + (" — quick lane, does not gate merge"
+                                                 if item.get("quick") else ""))
+        if final:
+            self.store.push("comment", repo, f"{number}/{pipeline}",
+                            {"body": self.render(item)})
+        self.wake.set()
+
+    def _status(self, repo: str, sha: str, context: str, result: str | None, url: str,
+                description: str) -> None:
+        body = {"state": status_state(result), "context": context,
+                "description": self.redact(description)[:140], "target_url": url}
+        self.store.push("status", repo, sha, body)
+
+    def render(self, item: Mapping[str, Any]) -> str:
+        verdict, icon = VERDICTS.get(item.get("result") or "", (str(item.get("result")), "❔"))
+        try:
+            text = self.template.render(item=item, verdict=verdict, icon=icon)
+        except jinja2.TemplateError as exc:
+            log.error("the comment template failed (%s); using the built-in one", exc)
+            text = load_template().render(item=item, verdict=verdict, icon=icon)
+        return self.redact(text).rstrip() + "\n\n" + MARKER + "\n"
+
+
+class Outbox:
+    """Sends queued writes in order; a Gitea outage delays them, never loses them."""
+
+    def __init__(self, api: GiteaAPI, store: GiteaStore, wake: threading.Event,
+                 max_delay: float = MAX_DELAY):
+        self.api = api
+        self.store = store
+        self.wake = wake
+        self.max_delay = max_delay
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="gitea-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            due = self.store.next_at()
+            if due is None:
+                self.wake.wait()
+            else:
+                wait = due - time.time()
+                if wait > 0:
+                    self.wake.wait(wait)
+            self.wake.clear()
+            while not self._stop.is_set() and self.flush_one():
+                pass
+
+    def flush_one(self) -> bool:
+        """Send the oldest due write; False when there is none or Gitea is down."""
+        out = self.store.head()
+        if out is None:
+            return False
+        if out.attempts and (self.store.next_at() or 0) > time.time():
+            return False
+        try:
+            self._send(out)
+        except GiteaUnavailable as exc:
+            delay = min(self.max_delay, 2.0 ** out.attempts)
+            if out.attempts + 1 >= MAX_ATTEMPTS:
+                log.error("giving up on %s to %s after %d attempts: %s", out.kind, out.repo,
+                          out.attempts + 1, exc)
+                self.store.sent(out.id)
+                return True
+            log.warning("Gitea unavailable (%s); %d writes wait, next try in %.0fs", exc,
+                        self.store.pending(), delay)
+            self.store.failed(out.id, str(exc), delay)
+            return False
+        except GiteaError as exc:
+            log.error("Gitea refused %s to %s %s: %s (dropped)", out.kind, out.repo, out.target, exc)
+        self.store.sent(out.id)
+        return True
+
+    def _send(self, out: Outgoing) -> None:
+        if out.kind == "status":
+            self.api.call("POST", path("/repos/{}/statuses/{}", out.repo, out.target),
+                          json=out.body, retries=0)
+            return
+        number = out.target.split("/", 1)[0]
+        existing = self.store.comment_id(out.repo, out.target)
+        if existing is not None:
+            try:
+                self.api.call("PATCH", path("/repos/{}/issues/comments/{}", out.repo, existing),
+                              json=out.body, retries=0)
+                return
+            except GiteaError as exc:
+                if exc.status != 404:
+                    raise
+                self.store.set_comment_id(out.repo, out.target, None)  # deleted: post anew
+        created = self.api.call("POST", path("/repos/{}/issues/{}/comments", out.repo, number),
+                                json=out.body, retries=0).json()
+        self.store.set_comment_id(out.repo, out.target, int(created["id"]))
