@@ -11,7 +11,6 @@ import logging
 import secrets
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 from .config.loader import LayoutError, load_layout

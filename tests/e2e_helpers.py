@@ -1,7 +1,6 @@
 """Helpers for end-to-end tests: a real gatekeeper on real git repos and real Gearman."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap

@@ -27,18 +27,6 @@ projects:
     quick: [quick-job]
     gate: [hold]
 """
-GATE = """
-pipelines:
-  - name: gate
-    manager: dependent
-    trigger:
-      gitea:
-        - event: comment
-          comment: '^!gate\\s*$'
-    success: {gitea: {}}
-    failure: {gitea: {}}
-    merge-failure: {gitea: {}}
-"""
 JOBS = """
 jobs:
   - name: hold
@@ -63,7 +51,7 @@ class World:
         self.fake.permissions[(REPO, "rita")] = "read"
         for n in (2, 3):
             self.fake.add_pull(REPO, n, self.sha(n))
-        extra, jobs_dir = write_layout(tmp / "extra", GATE, EXTRA, JOBS, {
+        extra, jobs_dir = write_layout(tmp / "extra", "", EXTRA, JOBS, {
             "hold.sh": f'touch "{self.started}"\n'
                        f'while [ -e "{self.hold_file}" ]; do sleep 0.05; done\necho done\n'})
         self.options = {"driver": "gitea", "url": self.fake.url, "token": self.fake.token,

@@ -75,6 +75,15 @@ class PipelineManager:
         self.queues.append(queue)
         return queue
 
+    def named_queue(self, name: str, window: int) -> ChangeQueue:
+        """The queue called ``name``, created (with ``window``) on first use."""
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        queue = ChangeQueue(self.config.name, name, window=window)
+        self.queues.append(queue)
+        return queue
+
     def speculative_changes(self, item: Item) -> tuple[Change, ...]:
         """Changes the item's speculative ref contains, in merge order."""
         return (item.change,)

@@ -5,10 +5,10 @@ every change of a deep speculative queue wastes capacity. The batching manager r
 jobs only on **probe** items. A probe's speculative ref holds every change up to it,
 so one passing probe proves the whole prefix good: those changes merge in order, each
 at the tested commit that holds it (``BuildSet.steps``). When a probe fails, the
-manager bisects between the longest prefix known good and the shortest known bad,
-in rounds of up to ``MAX_PROBES`` prefixes tested in parallel, until the culprit is the first change of a failing prefix whose
-predecessor passed; the culprit is reported with its failing builds as evidence and the
-rest carries on without it. Every merged change was tested in exactly the combination
+manager bisects between the longest prefix known good and the shortest known bad, in
+rounds of up to ``MAX_PROBES`` prefixes tested in parallel, until the culprit is the
+first change of a failing prefix whose predecessor passed; the culprit is reported with
+its failing builds as evidence and the rest carries on without it. Every merged change was tested in exactly the combination
 that lands.
 
 The batch size follows the recent failure rate (an exponential average): about

@@ -40,13 +40,7 @@ class DependentManager(PipelineManager):
         return f"{shared}@{change.branch}"
 
     def queue_for(self, change: Change) -> ChangeQueue:
-        name = self.queue_name(change)
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        queue = ChangeQueue(self.config.name, name, window=self.config.window.start)
-        self.queues.append(queue)
-        return queue
+        return self.named_queue(self.queue_name(change), window=self.config.window.start)
 
     # --- the walk -----------------------------------------------------------------------
 

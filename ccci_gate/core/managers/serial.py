@@ -16,12 +16,7 @@ class SerialManager(PipelineManager):
     def queue_for(self, change: Change) -> ChangeQueue:
         project = self.layout.projects.get(change.project)
         name = (project.queue if project and project.queue else None) or change.project
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        queue = ChangeQueue(self.config.name, name, window=1)
-        self.queues.append(queue)
-        return queue
+        return self.named_queue(name, window=1)
 
     def is_active(self, item: Item) -> bool:
         return bool(item.queue.items) and item.queue.items[0] is item

@@ -15,13 +15,7 @@ class SupercedentManager(PipelineManager):
     name = "supercedent"
 
     def queue_for(self, change: Change) -> ChangeQueue:
-        name = f"{change.project}@{change.branch}"
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        queue = ChangeQueue(self.config.name, name, window=1)
-        self.queues.append(queue)
-        return queue
+        return self.named_queue(f"{change.project}@{change.branch}", window=1)
 
     def enqueue(self, change: Change, quick: bool = False) -> tuple[Item | None, list[Action], str]:
         item, actions, why = super().enqueue(change, quick)
