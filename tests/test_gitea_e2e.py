@@ -283,3 +283,16 @@ def test_gitea_refusing_a_merge_is_reported_truthfully(world):
     [item] = finished(world.gk)
     assert item["result"] == "MERGE_FAILED" and "409" in item["failing_reason"]
     assert "refused the merge" in world.gate_comment()
+
+
+def test_a_refused_testme_can_be_answered(tmp_path):
+    world = World(tmp_path, **{"reply-to-refused": True})
+    try:
+        world.comment("!testme", user="mallory")
+        reply = world.gate_comment()
+        assert reply.startswith("@mallory only members") and "<!-- ccci-gate -->" in reply
+        world.settle()
+        assert world.history() == []
+    finally:
+        world.close()
+    assert world.fake.violations == []
