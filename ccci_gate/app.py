@@ -26,6 +26,7 @@ from .settings import Settings
 from .store import Store
 from .timer import TimerDriver
 from .web.api import GatekeeperAPI
+from .web.artifacts import ArtifactStore
 from .web.routes import Router
 from .web.server import WebServer
 from .worker.daemon import WorkerDaemon
@@ -83,6 +84,7 @@ class Gatekeeper:
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
             change_ref=lambda project, n: settings.change_ref.format(change=n, project=project))
         self.api.register(self.router)
+        ArtifactStore(state / "artifacts").register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)

@@ -30,7 +30,7 @@ def render(template: str, context: Mapping[str, object]) -> str:
 
 
 def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfig,
-                     zuul_url: str, log_url: str) -> dict[str, str]:
+                     zuul_url: str, log_url: str, artifacts_url: str = "") -> dict[str, str]:
     """The Gearman argument of ``build``: ``ZUUL_*`` names, ours, and the job's own."""
     change = item.change
     params: dict[str, str] = {
@@ -52,6 +52,7 @@ def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfi
         "LOG_PATH": f"{item.pipeline}/{build.id}",
         "LOG_URL": log_url,
         "CCCI_QUICK": "1" if item.quick else "0",
+        "CCCI_ARTIFACTS": artifacts_url,
     }
     if job.timeout:
         params["CCCI_TIMEOUT"] = str(job.timeout)

@@ -107,7 +107,7 @@ class GitMerger:
 
     def fetch(self, repo: Path, project: str, branch: str, changes: tuple[Change, ...]) -> list[str]:
         """Fetch the branch and every change ref; return their commits, branch first."""
-        specs = [f"+refs/heads/{branch}:refs/ccci/tip/{branch}"]
+        specs = [f"+refs/heads/{branch}:refs/ccci/tip/{branch}", "+refs/tags/*:refs/tags/*"]
         for i, change in enumerate(changes):
             specs.append(f"+{check_ref(change.ref)}:refs/ccci/fetch/{i}")
         git(repo, "fetch", "-q", "--no-tags", "--", self.sources(project), *specs)

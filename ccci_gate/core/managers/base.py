@@ -51,6 +51,10 @@ class ManagerContext:
         while len(self.last_run) > LAST_RUNS:
             del self.last_run[next(iter(self.last_run))]
 
+    def artifacts_url(self, buildset_id: str) -> str:
+        """Where the builds of a buildset share files (``publish`` → ``install``)."""
+        return f"{self.web_url}/artifacts/{buildset_id}"
+
     def log_url(self, build_id: str) -> str:
         return f"{self.web_url}/logs/{build_id}" if self.web_url else f"/logs/{build_id}"
 
@@ -286,7 +290,8 @@ class PipelineManager:
         self.ctx.builds[build.id] = (item, build)
         self.ctx.touch(item)
         try:
-            params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url)
+            params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url,
+                                      self.ctx.artifacts_url(bs.id))
         except ParameterError as exc:
             return self.complete_build(build.id, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 from .base import BuildContext, JobKind
+from .recipe import RecipeBuild, RecipeInstall, RecipePublish, RecipeSystest
 from .shell import ShellKind
 
-KINDS: dict[str, JobKind] = {"shell": ShellKind()}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
+    ShellKind(), RecipeBuild(), RecipePublish(), RecipeInstall(), RecipeSystest())}
 
 
 def get_kind(name: str) -> JobKind:

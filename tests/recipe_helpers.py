@@ -1,0 +1,115 @@
+"""A Co-op Cloud test recipe for the Swarm job kinds: an offline image built with
+``docker import`` from Debian's busybox-static, and a recipe git repository with two
+release tags, ``release/`` notes, a healthcheck, a volume, a secret and abra's labels."""
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import textwrap
+from pathlib import Path
+
+from git_helpers import git
+
+IMAGE = "ccci-test/busybox"
+APPLETS = ("sh", "httpd", "wget", "cat", "echo", "mkdir", "sleep", "test", "ls", "true",
+           "false", "tar", "rm")
+
+COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: {image}
+    command: {command}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+    stop_grace_period: 1s
+    volumes:
+      - data:/data
+    secrets:
+      - db_password
+    deploy:
+      update_config:
+        failure_action: rollback
+        monitor: 4s
+        order: stop-first
+      labels:
+        - "coop-cloud.${{STACK_NAME}}.version={version}"
+        - "coop-cloud.${{STACK_NAME}}.timeout=60"
+volumes:
+  data:
+secrets:
+  db_password:
+    external: true
+    name: ${{STACK_NAME}}_db_password_${{SECRET_DB_PASSWORD_VERSION}}
+"""
+GOOD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
+CRASH = '["sh", "-c", "exit 3"]'
+
+
+def build_image(tag: str) -> str:
+    """``<IMAGE>:<tag>``, imported offline (idempotent)."""
+    name = f"{IMAGE}:{tag}"
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0:
+        return name
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        for directory in ("tmp", "data", "www", "etc"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(info)
+        page = f"hello from {tag}\n".encode()
+        info = tarfile.TarInfo("www/index.html")
+        info.size = len(page)
+        tar.addfile(info, io.BytesIO(page))
+    subprocess.run(["docker", "import", "-", name], input=buf.getvalue(), check=True,
+                   capture_output=True)
+    return name
+
+
+def write_release(repo: Path, version: str, image: str, command: str = GOOD,
+                  extra_env: str = "") -> None:
+    (repo / "compose.yml").write_text(COMPOSE.format(image=image, command=command, version=version))
+    (repo / ".env.sample").write_text(textwrap.dedent(f"""\
+        TYPE=hello
+        DOMAIN=hello.example.com
+        COMPOSE_FILE="compose.yml"
+        SECRET_DB_PASSWORD_VERSION=v1
+        {extra_env}"""))
+    (repo / "abra.sh").write_text("export APP_ENTRYPOINT_VERSION=v1\n")
+    (repo / "release").mkdir(exist_ok=True)
+    (repo / "release" / version).write_text(f"Release {version}.\n")
+
+
+def make_recipe(root: Path, name: str = "hello") -> Path:
+    """A recipe repo: tags 1.0.0+1 and 1.1.0+1 on main (images :1 and :2)."""
+    repo = root / "coop-cloud" / name
+    repo.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    for version, tag in (("1.0.0+1", "1"), ("1.1.0+1", "2")):
+        write_release(repo, version, build_image(tag))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"release {version}")
+        git(repo, "tag", version)
+    return repo
+
+
+def commit_head(repo: Path, version: str, image: str, command: str = GOOD,
+                number: int = 1, message: str = "a change") -> str:
+    """A pull request head on top of main: ``refs/pull/<number>/head``."""
+    git(repo, "checkout", "-q", "-B", f"pr{number}", "main")
+    write_release(repo, version, image, command)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    sha = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-ref", f"refs/pull/{number}/head", sha)
+    git(repo, "checkout", "-q", "main")
+    return sha
