@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where build workspaces go (default: state/workspaces)")
     p.add_argument("--max-builds", type=int, default=1, help="builds at once (default: 1)")
 
+    p = sub.add_parser("janitor", help="remove the Docker Swarm apps of runs whose worker died")
+    p.add_argument("--state", type=Path, default=None,
+                   help="the worker host's Swarm state (default: env CCCI_SWARM_STATE, "
+                        "else ~/.ccci-gate/swarm)")
+
     p = sub.add_parser("enqueue", help="enqueue a change or ref into a pipeline")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--project", required=True)
@@ -165,12 +170,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except (ValueError, LayoutError) as exc:
         print(f"ccci-gate worker: {exc}", file=sys.stderr)
         return 2
+    if any(job.kind.startswith("recipe-") for job in jobs.values()):
+        janitor_pass(None, quiet=True)  # what a previous, killed worker here left behind
     daemon = WorkerDaemon(servers, args.name, jobs, args.label, args.workdir, args.jobs,
                           max_builds=args.max_builds)
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
     print(f"worker {args.name}: {len(jobs)} jobs, labels {args.label or '-'}, servers "
           f"{', '.join(f'{h}:{p}' for h, p in servers)}", flush=True)
     daemon.run_forever()
+    return 0
+
+
+def janitor_pass(state: Path | None, quiet: bool = False) -> int:
+    """One janitor pass over this host's run leases; returns how many stacks it removed."""
+    from .swarm.host import Host
+    from .swarm.port import SwarmPort
+    host = Host.from_env() if state is None else Host(state)
+    if not host.leases():
+        return 0
+    try:
+        return len(host.janitor(SwarmPort(), log=lambda text: print(text, end="", flush=True)))
+    except Exception as exc:  # noqa: BLE001 - at worker start, Docker missing is not fatal
+        if not quiet:
+            raise
+        print(f"janitor skipped: {exc}", file=sys.stderr)
+        return 0
+
+
+def cmd_janitor(args: argparse.Namespace) -> int:
+    removed = janitor_pass(args.state)
+    print(f"janitor: {removed} stack(s) removed")
     return 0
 
 
@@ -279,6 +308,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "janitor": cmd_janitor,
     "serve": cmd_serve, "worker": cmd_worker, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,

@@ -114,6 +114,18 @@ class App:
                            for s in last) or "no services"
         raise DeployError(f"{self.stack} did not converge in {timeout:.0f}s: {detail}")
 
+    def probe(self) -> str:
+        """Readiness probe of the app's served port; raises ``DeployError`` if it fails."""
+        port = self.recipe.probe_port()
+        if port is None:
+            return "no served port declared (traefik loadbalancer label): probe skipped"
+        problem = self.port.probe(f"{self.stack}_app", port)
+        if problem is None:
+            return f"no wget or nc in the app image: probe of port {port} skipped"
+        if problem:
+            raise DeployError(f"readiness probe failed: {problem}")
+        return f"app answers on port {port}"
+
     # --- upgrades ---------------------------------------------------------------------------
 
     def check_upgrade(self, states: list[ServiceState], version: str, commit: str,

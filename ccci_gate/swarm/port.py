@@ -111,6 +111,27 @@ class SwarmPort:
         health = state.get("Health")
         return state.get("Running", False) and (health is None or health.get("Status") == "healthy")
 
+    def probe(self, service: str, port: int, timeout: int = 5) -> str | None:
+        """HTTP, else TCP, readiness of ``port`` inside a running task of ``service``
+        (from within its own network namespace, so no port has to be published).
+        Returns "" when it answers, the failure otherwise, None if the image has no
+        probing tool (wget or nc)."""
+        running = [c for c in self.client.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={service}"})]
+        if not running:
+            return f"no running container of {service}"
+        container = running[0]
+        # no ``-T``: Debian's static busybox wget crashes on it (seen here, exit 139)
+        attempts = (["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/"],
+                    ["nc", "-z", "-w", str(timeout), "127.0.0.1", str(port)])
+        for argv in attempts:
+            code, output = container.exec_run(argv, demux=False)
+            if code == 0:
+                return ""
+            if code not in (126, 127) and b"executable file not found" not in (output or b""):
+                return f"{argv[0]} 127.0.0.1:{port} failed ({code}): {(output or b'').decode(errors='replace').strip()}"
+        return None
+
     def containers(self, stack: str) -> list[str]:
         return [c.name for c in self.client.containers.list(
             all=True, filters={"label": f"{NAMESPACE}={stack}"})]

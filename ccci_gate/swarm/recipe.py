@@ -146,6 +146,14 @@ class Recipe:
         value = self.app_labels(config).get(f"coop-cloud.{self.stack}.timeout", "")
         return int(value) if value.isdigit() else default
 
+    def probe_port(self, config: Mapping[str, Any] | None = None) -> int | None:
+        """The port the app serves on: abra recipes tell Traefik with
+        ``traefik.http.services.${STACK_NAME}.loadbalancer.server.port``."""
+        for key, value in self.app_labels(config).items():
+            if key.endswith(".loadbalancer.server.port") and value.isdigit():
+                return int(value)
+        return None
+
     def lint(self) -> list[str]:
         """Every problem of the recipe, not just the first."""
         problems: list[str] = []

@@ -201,6 +201,7 @@ class _Deploying:
         states = app.wait_converged(timeout)
         ctx.log("converged: " + ", ".join(f"{s.name} {s.running}/{s.desired} healthy"
                                           for s in states) + "\n")
+        ctx.log(f"readiness: {app.probe()}\n")
 
 
 class RecipeInstall(_Deploying):
@@ -234,7 +235,7 @@ class RecipeSystest(_Deploying):
         states = app.wait_converged(self.remaining(ctx, head.timeout()), upgrading=True)
         app.check_upgrade(states, head.version(), commit, _app_image(head))
         ctx.log(f"upgraded in place to {head.version()} (chaos {commit[:8]}): "
-                f"the head runs\n")
+                f"the head runs; readiness: {app.probe()}\n")
         ctx.progress(2, 5)
         for volume, token in seeds.items():
             if (self.port.volumes(app.stack)[volume] / SEED).read_text() != token:
