@@ -51,10 +51,10 @@ class SwarmPort:
                cwd: Path) -> str:
         argv = [self.docker_bin, "stack", "deploy", "--resolve-image", "never"]
         for path in compose_files:
-            argv += ["-c", str(path)]
+            argv += ["-c", str(path.resolve())]
         argv.append(stack)
-        proc = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(argv, cwd=cwd.resolve(), env=dict(env), capture_output=True,
+                              text=True, timeout=300)
         output = proc.stdout + proc.stderr
         if proc.returncode != 0:
             raise SwarmError(f"docker stack deploy {stack} failed: {output.strip()}")
