@@ -144,10 +144,11 @@ def test_a_lint_error_fails_build_and_skips_the_rest(tmp_path, port, monkeypatch
 
 # --- systest: the upgrade must not lie ---------------------------------------------------------
 
-def test_swarm_rollback_fails_systest_with_the_true_reason(tmp_path, port, host):
+def test_swarm_rollback_fails_systest_with_the_true_reason(tmp_path, port, host, monkeypatch):
     repo = make_recipe(tmp_path / "repos")
     sha = commit_head(repo, "1.2.0+1", build_image("3"), command=CRASH)
-    ws = checkout(repo, tmp_path / "ws", "refs/pull/1/head")
+    monkeypatch.chdir(tmp_path)   # a relative workspace, as `ccci-gate worker` gets by default
+    ws = checkout(repo, Path("ws"), "refs/pull/1/head")
     ctx, lines = context(ws, "systest", ZUUL_COMMIT=sha)
     kind = get_kind("recipe-systest")
     kind._host = host

@@ -76,7 +76,7 @@ class WorkerDaemon:
         self.name = name
         self.jobs = dict(jobs)
         self.labels = list(labels)
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = Path(jobs_dir)
         self.max_builds = max_builds

@@ -42,7 +42,7 @@ SEED = ".ccci-seed"
 
 def scratch(ctx: BuildContext, name: str) -> Path:
     """A directory for this build's own files, removed with its workspace."""
-    path = ctx.workspace / ".ccci" / name
+    path = ctx.workspace.resolve() / ".ccci" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -178,7 +178,10 @@ class _Deploying:
                 host.take_lease(app.stack, ctx.parameters.get("ZUUL_UUID", ""))
                 try:
                     return self.test(ctx, app)
-                except (DeployError, SnapshotError, RecipeError, GitError) as exc:
+                except GitError as exc:
+                    ctx.log(f"git failed (an infrastructure error): {exc}\n")
+                    return "ERROR"
+                except (DeployError, SnapshotError, RecipeError) as exc:
                     ctx.log(f"FAILED: {exc}\n")
                     if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                         return "TIMED_OUT"
