@@ -99,12 +99,23 @@ class Gate:
         if bad:
             return self.engine.handle(ev.MergeFailed(action.buildset_id, True, f"#{bad[0]} conflicts"))
         ref = "refs/zuul/main/" + "-".join(map(str, numbers))
-        return self.engine.handle(ev.RefPrepared(action.buildset_id, ref, f"c{numbers}", f"tip{self.tip}"))
+        # each step commit names the tip it was built on and the changes it adds to it
+        steps = tuple(f"tip{self.tip}:" + "-".join(map(str, numbers[:k + 1]))
+                      for k in range(len(numbers)))
+        return self.engine.handle(ev.RefPrepared(action.buildset_id, ref, steps[-1],
+                                                 f"tip{self.tip}", steps))
 
     def _merge(self, action: act.MergeChange) -> list[act.Action]:
         n = action.change.number
         if n in self.refuse:
             return self.engine.handle(ev.MergeRefused(action.item_id, self.refuse[n], "head moved"))
+        tested_on, _, held = (action.commit or "").partition(":")
+        base = int(tested_on[3:])
+        landed = tuple(self.merges[base:]) + (n,)
+        already = set(self.merges[:base])  # merging what the tip holds changes nothing
+        assert tuple(int(x) for x in held.split("-") if int(x) not in already) == landed, (
+            f"#{n} merges at a commit tested as {action.commit}, but the branch would hold "
+            f"{landed}: an untested combination")
         self.merges.append(n)
         self.tip += 1
         return self.engine.handle(ev.ChangeMerged(action.item_id, f"tip{self.tip}"))

@@ -207,3 +207,33 @@ def test_batching_with_no_failure_is_one_run_per_batch():
     g.run_with_culprits(())
     assert g.merges == list(range(1, 9)) and g.build_runs == 1
     assert all(v == "SUCCESS" for _, v in g.verdicts())
+
+
+def test_batching_sets_a_failed_batch_aside_and_keeps_merging_behind_it():
+    g = Gate(gate_layout(batch=True, jobs=("build",)))
+    g.send(ev.PauseRequest("gate", True))
+    g.enqueue(*range(1, 17))                          # sixteen changes queue up
+    g.send(ev.PauseRequest("gate", False))
+    # two batches of eight, the second stacked on the first
+    assert g.prepared == [tuple(range(1, 9)), tuple(range(1, 17))]
+    g.finish(8, "build", "FAILURE")                   # #3 breaks the first batch
+    # it steps aside to be bisected; the batch stacked on it is cancelled and the lane
+    # goes on without it: both run at once
+    assert g.prepared[2:] == [(1, 2, 3, 4), tuple(range(9, 17))]
+    assert g.cancelled
+    assert all(i.aside for i in g.engine.managers["gate"].items if i.change.number <= 8)
+    g.run_with_culprits({3})
+    assert sorted(g.merges) == [n for n in range(1, 17) if n != 3]
+    assert g.merges.index(9) < g.merges.index(1)      # the lane merged while bisecting
+    assert dict(g.verdicts())[3] == "FAILURE"         # every merge was a tested combination
+
+
+def test_batching_bisects_a_merge_conflict_to_its_change():
+    g = Gate(gate_layout(batch=True, jobs=("build",)))
+    g.conflicts.add(5)
+    g.send(ev.PauseRequest("gate", True))
+    g.enqueue(*range(1, 9))
+    g.send(ev.PauseRequest("gate", False))
+    g.run_with_culprits(())
+    assert g.merges == [1, 2, 3, 4, 6, 7, 8]
+    assert dict(g.verdicts())[5] == "MERGE_CONFLICT"

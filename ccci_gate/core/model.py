@@ -176,6 +176,7 @@ class Item:
     proven: tuple[Change, ...] = ()   # batching: the changes it was proven good with
     proven_commit: str = ""           # ... and the tested commit that holds them
     probe_failed: bool = False        # batching: a test of the changes up to it failed
+    aside: str = ""                   # batching: the failed batch it is being bisected in
 
     @property
     def item_ahead(self) -> "Item | None":

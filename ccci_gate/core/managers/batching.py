@@ -1,28 +1,53 @@
-"""The batching gate: test many queued changes with one run, bisect on failure.
+"""The batching gate: test many queued changes with one run, bisect a failed batch aside.
 
 Real-deploy jobs are long and worker hosts run one or two apps at a time, so testing
 every change of a deep speculative queue wastes capacity. The batching manager runs
-jobs only on **probe** items. A probe's speculative ref holds every change up to it,
-so one passing probe proves the whole prefix good: those changes merge in order, each
-at the tested commit that holds it (``BuildSet.steps``). When a probe fails, the
-manager bisects between the longest prefix known good and the shortest known bad, in
-rounds of up to ``MAX_PROBES`` prefixes tested in parallel, until the culprit is the
-first change of a failing prefix whose predecessor passed; the culprit is reported with
-its failing builds as evidence and the rest carries on without it. Every merged change was tested in exactly the combination
-that lands.
+jobs only on **probe** items, at most ``MAX_PROBES`` at once.
+
+- **The lane**: the queue's untested changes are cut into **batches** of the current
+  batch size; the last item of a batch is its probe, whose speculative ref holds every
+  change ahead of it that is not failing or set aside. Batches stack: the next batch is
+  tested on top of the one still running. A passing probe proves every change of its ref:
+  they merge in order, each at the tested commit that holds it (``BuildSet.steps``).
+- **Set aside**: when a probe fails and everything ahead of its batch is proven, the
+  batch's changes step aside into a **group**. The lane goes on without them (batches
+  behind are retested on refs without the group), so the capacity keeps merging.
+- **Bisection**: a group is bisected on its own, on the proven changes ahead of it plus a
+  prefix of its members, until the **culprit** is the first member of a failing prefix
+  whose predecessor passed. The culprit is reported at once, with its failing builds as
+  evidence; the other members rejoin the lane behind what is being tested and are
+  retested with the next batch. Every merged change was tested in exactly the
+  combination that lands; a change merges once every change its proof included has.
 
 The batch size follows the recent failure rate (an exponential average): about
-``1 / rate`` changes per probe, between 2 and the pipeline's ``batch-max``.
+``1.5 / rate`` changes per probe, between 2 and the pipeline's ``batch-max``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..actions import Action, MergeChange
-from ..model import ChangeQueue, Item, ItemState, MergeState, Result
+from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
 from .dependent import DependentManager, failing
 
 RATE_WEIGHT = 0.2
 START_RATE = 0.1
-MAX_PROBES = 2   # batches tested at once, each on top of the one before
+SIZE_FACTOR = 1.5  # changes per batch ≈ SIZE_FACTOR / failure rate (bench/gate.py tuned it)
+MAX_PROBES = 2   # probes tested at once: bisection first, then the lane
+
+
+@dataclass
+class Group:
+    """A failed batch set aside: ``members`` in order; the prefix up to ``lo - 1`` passed,
+    the prefix up to ``hi`` failed (``hi_conflict``: because it did not merge)."""
+
+    id: str
+    members: list[Item]
+    hi: int
+    lo: int = 0
+    hi_conflict: bool = False
+    mark: int = 0          # how many changes of the queue had merged when it formed
+    probes: dict[str, int] = field(default_factory=dict)   # item id → member index
 
 
 class BatchingManager(DependentManager):
@@ -31,14 +56,18 @@ class BatchingManager(DependentManager):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.failure_rate = START_RATE
+        self.groups: dict[str, Group] = {}
+        self._marks: dict[str, int] = {}   # proven item id → merges seen when proven
 
     def batch_size(self) -> int:
-        size = round(1.0 / max(self.failure_rate, 1e-3))
+        size = round(SIZE_FACTOR / max(self.failure_rate, 1e-3))
         return max(2, min(self.config.batch_max, size))
 
     def adopt(self, previous) -> None:
         super().adopt(previous)
         self.failure_rate = getattr(previous, "failure_rate", START_RATE)
+        self.groups = getattr(previous, "groups", {})
+        self._marks = getattr(previous, "_marks", {})
 
     def _observe(self, failed: bool) -> None:
         self.failure_rate += RATE_WEIGHT * ((1.0 if failed else 0.0) - self.failure_rate)
@@ -51,32 +80,18 @@ class BatchingManager(DependentManager):
         if not queue.items:
             queue.merged.clear()
             return []
-        actions = self._settle(queue)
         queue.window = self.batch_size()
-        items = queue.items[:queue.window]
-        lo = 0
-        while lo < len(items) and items[lo].proven:
-            lo += 1
-        hi = next((i for i in range(lo, len(items)) if items[i].probe_failed), None)
-        probe = None
-        probes: list[Item] = []
-        running = [i for i in items if self._has_builds(i) and not i.proven and not i.probe_failed]
-        if hi is None:
-            if lo < len(items) and not self._has_builds(items[-1]) and len(running) < MAX_PROBES:
-                probe = items[-1]
-        else:
-            for stale in queue.items[hi + 1:]:
-                if self._has_builds(stale) and not stale.proven:
-                    actions += self.reset(stale, "a shorter prefix already failed")
-            if hi == lo:
-                actions += self._convict(items[lo])
-            else:
-                probes = self._bisection_probes(items, lo, hi)
-        for position, item in enumerate(list(queue.items)):
+        actions = self._settle(queue)
+        actions += self._lane_verdicts(queue)
+        for group in [g for g in self.groups.values() if g.members and g.members[0].queue is queue]:
+            actions += self._bisect(queue, group)
+        actions += self._settle(queue)
+        probes = self._new_probes(queue)
+        for item in list(queue.items):
             if item not in queue.items:
                 continue
-            item.active = position < queue.window
-            if item is probe or item in probes or self._has_builds(item):
+            item.active = True
+            if item in probes or self._running_probe(item):
                 actions += self.process_item(item)
             elif item.proven or failing(item):
                 item.state = ItemState.COMPLETE
@@ -85,101 +100,245 @@ class BatchingManager(DependentManager):
                 item.state = ItemState.WAITING
         return actions
 
-    def _bisection_probes(self, items: list[Item], lo: int, hi: int) -> list[Item]:
-        """The next round of probes splitting the suspects ``items[lo:hi + 1]`` (the
-        prefix up to ``hi`` failed; up to ``lo - 1`` is proven): up to ``MAX_PROBES``
-        prefixes, each splitting the widest remaining gap, started together once the
-        previous round has its verdicts."""
-        if any(self._has_builds(items[i]) for i in range(lo, hi)):
-            return []  # this round is still running
-        known = {lo - 1, hi}
-        running = 0
-        new: list[Item] = []
-        while running < MAX_PROBES:
-            edges = sorted(known)
-            width, left = max((b - a, a) for a, b in zip(edges, edges[1:]))
-            if width < 2:
-                break
-            point = left + width // 2
-            known.add(point)
-            new.append(items[point])
-            running += 1
-        return new
-
-    def process_item(self, item: Item) -> list[Action]:
-        bs = item.buildset
-        if (bs is not None and bs.merge_state is MergeState.CONFLICT and not item.probe_failed):
-            item.probe_failed = True  # some change of this prefix conflicts: bisect
-            item.failing_reason = bs.merge_message
-            self.ctx.touch(item)
-            return []
-        return super().process_item(item)
-
-    def launch(self, item: Item) -> list[Action]:
-        if item.probe_failed:
-            return []  # a failed probe runs nothing more; bisection decides its fate
-        return super().launch(item) + self._read_probe(item)
-
     def _settle(self, queue: ChangeQueue) -> list[Action]:
-        """Recompute each item's expected changes; drop what no longer holds."""
+        """Recompute what each item's ref should hold; reset buildsets that hold other
+        changes, and proofs that no longer hold."""
         actions: list[Action] = []
-        ahead = []
+        ahead: list[Change] = []
+        base: dict[str, list[Change]] = {}    # group id → the ref of its members so far
         for item in list(queue.items):
-            expected = (*ahead, item.change)
+            if item.aside:
+                held = base.setdefault(item.aside, list(ahead))
+                held.append(item.change)
+                expected = tuple(held)
+            else:
+                expected = (*ahead, item.change)
             self._expected[item.id] = expected
             bs = item.buildset
             assert bs is not None
-            if item.proven and tuple(c for c in item.proven if c not in queue.merged) != expected:
-                item.proven, item.result = (), None
-            if bs.merge_state is not MergeState.PENDING and not item.merge_requested:
-                held = tuple(c for c in bs.changes if c not in queue.merged)
-                if held != expected:
-                    actions += self.reset(item, "the items ahead changed")
-            if not failing(item):
+            if item.proven and not item.merge_requested and not self._proof_holds(item, expected):
+                item.proven, item.proven_commit, item.result = (), "", None
+                self.ctx.touch(item)
+            if (bs.merge_state is not MergeState.PENDING and not item.merge_requested
+                    and not (item.aside and failing(item))):
+                held_now = tuple(c for c in bs.changes if c not in queue.merged)
+                if held_now != tuple(c for c in expected if c not in queue.merged):
+                    actions += self.reset(item, "the changes ahead changed")
+            if not failing(item) and not item.aside:
                 ahead.append(item.change)
         return actions
+
+    def _proof_holds(self, item: Item, expected: tuple[Change, ...]) -> bool:
+        """Its proof is its ref now, and nothing merged since that the proof lacked."""
+        merged = item.queue.merged
+        if tuple(c for c in item.proven if c not in merged) != \
+                tuple(c for c in expected if c not in merged):
+            return False
+        return all(c in item.proven for c in merged[self._marks.get(item.id, len(merged)):])
+
+    def _prove(self, item: Item, commit: str, message: str) -> None:
+        item.proven = self._expected.get(item.id, ())
+        item.proven_commit = commit
+        item.result = Result.SUCCESS
+        item.message = message
+        self._marks[item.id] = len(item.queue.merged)
+        self.ctx.touch(item)
 
     @staticmethod
     def _has_builds(item: Item) -> bool:
         bs = item.buildset
         return bs is not None and bs.merge_state is not MergeState.PENDING
 
-    def _read_probe(self, probe: Item) -> list[Action]:
-        """A probe with a verdict proves its prefix good, or marks a failed prefix."""
-        bs = probe.buildset
-        if (bs is None or probe.proven or probe.merge_requested or probe.probe_failed
-                or bs.merge_state is not MergeState.READY):
+    def _running_probe(self, item: Item) -> bool:
+        """A probe still waiting for its verdict (lane, or a group's current probe)."""
+        if not self._has_builds(item) or item.proven or item.probe_failed or failing(item):
+            return False
+        if item.aside:
+            group = self.groups.get(item.aside)
+            return group is not None and item.id in group.probes
+        return True
+
+    def _lane(self, queue: ChangeQueue) -> list[Item]:
+        """Items of the lane: not set aside, not failing, not yet proven."""
+        return [i for i in queue.items if not i.aside and not failing(i) and not i.proven
+                and not i.merge_requested]
+
+    # --- the lane -------------------------------------------------------------------------
+
+    def _lane_verdicts(self, queue: ChangeQueue) -> list[Action]:
+        """When the first batch of the lane failed, set it aside. (A failure of a batch
+        behind a batch still running waits: the culprit may be in the one ahead.)"""
+        lane = self._lane(queue)
+        first = next((n for n, i in enumerate(lane) if self._has_builds(i)), None)
+        if first is None or not lane[first].probe_failed:
             return []
-        bad = [b for b in bs.builds.values() if b.voting and b.done and b.result is not Result.SUCCESS]
-        if bad:
+        probe, batch = lane[first], lane[:first + 1]
+        bs = probe.buildset
+        group = Group(bs.id if bs else probe.id, batch, len(batch) - 1,
+                      hi_conflict=bool(bs and bs.merge_state is MergeState.CONFLICT),
+                      mark=len(queue.merged))
+        self.groups[group.id] = group
+        for member in batch:
+            member.aside = group.id
+            member.message = f"set aside: bisecting a failed batch of {len(batch)}"
+            self.ctx.touch(member)
+        return []
+
+    def _new_probes(self, queue: ChangeQueue) -> list[Item]:
+        """Start probes while fewer than ``MAX_PROBES`` run: bisection, then the lane."""
+        running = sum(1 for i in queue.items if self._running_probe(i))
+        probes: list[Item] = []
+        for group in self.groups.values():
+            if running >= MAX_PROBES:
+                return probes
+            if not group.members or group.members[0].queue is not queue or group.probes:
+                continue
+            if group.hi > group.lo:
+                index = (group.lo + group.hi - 1) // 2
+                probe = group.members[index]
+                group.probes[probe.id] = index
+                probes.append(probe)
+                running += 1
+        lane = self._lane(queue)
+        start = 0
+        for index, item in enumerate(lane):
+            if self._has_builds(item):
+                start = index + 1
+        size = self.batch_size()
+        while running < MAX_PROBES and start < len(lane):
+            end = min(len(lane), start + size) - 1
+            probes.append(lane[end])
+            running += 1
+            start = end + 1
+        return probes
+
+    # --- bisection ------------------------------------------------------------------------
+
+    def _bisect(self, queue: ChangeQueue, group: Group) -> list[Action]:
+        if any(m not in queue.items for m in group.members):
+            return self._release(queue, group, [m for m in group.members if m in queue.items])
+        for item_id, index in list(group.probes.items()):
+            probe = group.members[index]
+            verdict = self._verdict(probe)
+            if verdict is None:
+                continue
+            del group.probes[item_id]
+            if verdict == "pass":
+                group.lo = max(group.lo, index + 1)
+            else:
+                group.hi = min(group.hi, index)
+                group.hi_conflict = verdict == "conflict"
+            self.ctx.touch(probe)
+        if group.lo < group.hi or group.probes:
+            return []
+        return self._convict(queue, group)
+
+    def _verdict(self, probe: Item) -> str | None:
+        bs = probe.buildset
+        if bs is None:
+            return None
+        if bs.merge_state is MergeState.CONFLICT:
+            return "conflict"
+        if bs.merge_state is not MergeState.READY:
+            return None
+        if any(b.voting and b.done and b.result is not Result.SUCCESS for b in bs.builds.values()):
+            return "fail"
+        if len(bs.builds) == len(bs.graph.jobs) and all(b.done for b in bs.builds.values()):
+            return "pass"
+        return None
+
+    def _convict(self, queue: ChangeQueue, group: Group) -> list[Action]:
+        """The culprit is reported; the other members rejoin the lane."""
+        culprit = group.members[group.hi]
+        actions: list[Action] = []
+        culprit.result = Result.MERGE_CONFLICT if group.hi_conflict else Result.FAILURE
+        evidence = culprit.failing_reason or self.failure_reason(culprit)
+        culprit.failing_reason = (f"culprit of a failed batch of {len(group.members)}: the "
+                                  f"changes ahead of it passed, with it they failed ({evidence})")
+        self._observe(True)
+        self.ctx.touch(culprit)
+        cleared = group.members[:group.hi]
+        if cleared and self._undisturbed(queue, group):
+            # nothing was tested or merged without the group meanwhile: the passing
+            # bisection probe proves the members ahead of the culprit as they are
+            bs = cleared[-1].buildset
+            assert bs is not None
+            for index, member in enumerate(cleared):
+                member.aside = ""
+                self._expected[member.id] = tuple(bs.changes[:len(bs.changes) - len(cleared) + index + 1])
+                self._prove(member, _step(bs, len(bs.changes) - len(cleared) + index),
+                            f"cleared by bisection of a failed batch of {len(group.members)}")
+            cleared = []
+        innocents = [m for m in (*cleared, *group.members[group.hi + 1:]) if m in queue.items]
+        return actions + self._release(queue, group, innocents)
+
+    def _undisturbed(self, queue: ChangeQueue, group: Group) -> bool:
+        """Nothing behind the group was tested or merged without it since it formed."""
+        first = queue.items.index(group.members[0])
+        return len(queue.merged) == group.mark and not any(
+            i.proven or self._has_builds(i) for i in queue.items[first:] if i.aside != group.id)
+
+    def _release(self, queue: ChangeQueue, group: Group, members: list[Item]) -> list[Action]:
+        """Members rejoin the lane behind everything being tested (so nothing running
+        is reset for them) and are retested with the next batch."""
+        actions: list[Action] = []
+        for member in members:
+            queue.items.remove(member)
+        at = max((n + 1 for n, i in enumerate(queue.items)
+                  if i.aside or i.proven or self._has_builds(i)), default=0)
+        queue.items[at:at] = members
+        for member in members:
+            member.aside = ""
+            actions += self.reset(member, "cleared by bisection: retested with the next batch")
+        self.groups.pop(group.id, None)
+        return actions
+
+    # --- probes ---------------------------------------------------------------------------
+
+    def process_item(self, item: Item) -> list[Action]:
+        bs = item.buildset
+        if bs is not None and bs.merge_state is MergeState.CONFLICT and not item.result:
+            if not item.probe_failed:
+                item.probe_failed = True  # some change of this ref conflicts: bisect
+                item.failing_reason = bs.merge_message
+                self.ctx.touch(item)
+            return []
+        return super().process_item(item)
+
+    def launch(self, item: Item) -> list[Action]:
+        if item.probe_failed or item.result is not None:
+            return []  # a failed probe runs nothing more; bisection decides its fate
+        return super().launch(item) + self._read_probe(item)
+
+    def _read_probe(self, probe: Item) -> list[Action]:
+        """A lane probe's verdict: it proves its whole ref, or marks a failed batch."""
+        if probe.proven or probe.merge_requested or probe.probe_failed:
+            return []
+        verdict = self._verdict(probe)
+        if verdict in ("fail", "conflict"):
             probe.probe_failed = True
             probe.result = None
             probe.failing_reason = self.failure_reason(probe)
             self.ctx.touch(probe)
             return self.cancel_builds(probe)
-        if len(bs.builds) == len(bs.graph.jobs) and all(b.done for b in bs.builds.values()):
-            queue = probe.queue
-            position = queue.items.index(probe)
-            for index, item in enumerate(queue.items[:position + 1]):
-                if not item.proven:
-                    item.proven = self._expected[item.id]
-                    item.proven_commit = bs.steps[index] if index < len(bs.steps) else bs.commit or ""
-                    item.result = Result.SUCCESS
-                    item.message = f"proven in a batch of {position + 1} up to {probe.change.describe()}"
-                    self.ctx.touch(item)
-        return []
-
-    def _convict(self, culprit: Item) -> list[Action]:
-        """The first change of a failing prefix whose predecessor passed."""
-        if culprit.result is not None:
-            return []
-        bs = culprit.buildset
-        conflict = bs is not None and bs.merge_state is MergeState.CONFLICT
-        culprit.result = Result.MERGE_CONFLICT if conflict else Result.FAILURE
-        culprit.failing_reason = ("culprit of a failed batch: the changes ahead of it passed, "
-                                  "with it they failed (" + (culprit.failing_reason or "see builds") + ")")
-        self._observe(True)
-        self.ctx.touch(culprit)
+        if verdict == "pass" and not probe.aside:
+            bs = probe.buildset
+            assert bs is not None
+            by_change = {id(i.change): i for i in probe.queue.items}
+            for index, change in enumerate(bs.changes):
+                item = by_change.get(id(change))
+                if item is None or item.proven or item.aside or failing(item):
+                    continue
+                self._prove(item, _step(bs, index),
+                            f"proven in a batch of {len(bs.changes)} up to {probe.change.describe()}")
+            actions: list[Action] = []
+            for other in probe.queue.items:  # probes ahead, now proven, need not finish
+                if other is not probe and other.proven and other.buildset is not None and \
+                        any(not b.done for b in other.buildset.builds.values()):
+                    actions += self.cancel_builds(other)
+            return actions
+        if verdict == "pass" and probe.aside:
+            self.ctx.touch(probe)   # bisection reads it on the next walk
         return []
 
     # --- reporting ----------------------------------------------------------------------
@@ -187,9 +346,16 @@ class BatchingManager(DependentManager):
     def is_complete(self, item: Item) -> bool:
         if item.proven:
             return True
-        if item.probe_failed:
+        if item.aside or item.probe_failed:
             return item.result is not None  # convicted
         return super().is_complete(item)
+
+    def can_report(self, item: Item) -> bool:
+        """A culprit reports at once; a proven change once everything in its proof merged."""
+        if failing(item):
+            return True
+        merged = item.queue.merged
+        return bool(item.proven) and all(c in merged for c in item.proven[:-1])
 
     def finish(self, item: Item) -> list[Action]:
         if item.result is Result.SUCCESS and not item.merged and not item.merge_requested:
@@ -199,4 +365,11 @@ class BatchingManager(DependentManager):
             commit = item.proven_commit or (item.buildset.commit if item.buildset else None)
             return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
                                 branch=item.change.branch)]
+        if item.aside and item.aside in self.groups:
+            del self.groups[item.aside]
         return super().finish(item)
+
+
+def _step(bs, index: int) -> str:
+    """The tested commit holding the first ``index + 1`` changes of a buildset's ref."""
+    return bs.steps[index] if index < len(bs.steps) else bs.commit or ""

@@ -66,7 +66,8 @@ class DependentManager(PipelineManager):
                 continue
             item.active = True
             if bs.merge_state is not MergeState.PENDING and not item.merge_requested:
-                held = tuple(c for c in bs.changes if c not in queue.merged)
+                held = (tuple(c for c in bs.changes if c not in queue.merged) if queue.merged
+                        else bs.changes)
                 if held != expected:
                     actions += self.reset(item, "the items ahead changed")
             actions += self.process_item(item)
