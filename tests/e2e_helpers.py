@@ -15,6 +15,21 @@ from ccci_gate.settings import load_settings
 
 from git_helpers import git, make_repo  # noqa: F401 - re-exported for tests
 
+def admin_pipeline(name: str, manager: str = "independent") -> str:
+    """Layout YAML of a pipeline fed only by the admin API, reporting to the log."""
+    return textwrap.dedent(f"""
+        pipelines:
+          - name: {name}
+            manager: {manager}
+            trigger:
+              admin: []
+            success:
+              log: {{}}
+            failure:
+              log: {{}}
+        """)
+
+
 def write_layout(root: Path, pipelines: str, projects: str, jobs: str,
                  scripts: dict[str, str]) -> tuple[Path, Path]:
     """Write a layout dir and a jobs dir (with executable scripts); return both."""

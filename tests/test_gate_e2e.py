@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, write_layout
+from e2e_helpers import (admin, admin_pipeline, finished, git, make_repo, start_gatekeeper,
+                         write_layout)
 from test_gatekeeper_e2e import JOBS, SCRIPTS
 
-GATE = """
-pipelines:
-  - name: gate
-    manager: dependent
-    trigger:
-      admin: []
-    success:
-      log: {}
-    failure:
-      log: {}
-"""
+GATE = admin_pipeline("gate", "dependent")
 PROJECTS = """
 projects:
   - name: org/recipe

@@ -9,20 +9,10 @@ import subprocess
 import pytest
 import requests
 
-from e2e_helpers import (admin, finished, job_results, make_repo, start_gatekeeper, wait_for,
-                         worker_process, write_layout)
+from e2e_helpers import (admin, admin_pipeline, finished, job_results, make_repo,
+                         start_gatekeeper, wait_for, worker_process, write_layout)
 
-PIPELINES = """
-pipelines:
-  - name: check
-    manager: independent
-    trigger:
-      admin: []
-    success:
-      log: {}
-    failure:
-      log: {}
-"""
+PIPELINES = admin_pipeline("check")
 PROJECTS = """
 projects:
   - name: org/recipe

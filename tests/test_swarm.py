@@ -22,7 +22,7 @@ from ccci_gate.swarm.recipe import Recipe, run_domain
 from ccci_gate.swarm.snapshot import SnapshotError, current, restore, snapshot
 from ccci_gate.worker.kinds import BuildContext, get_kind
 
-from e2e_helpers import admin, finished, git, job_results, start_gatekeeper, wait_for, worker_process
+from e2e_helpers import admin, admin_pipeline, finished, git, job_results, start_gatekeeper, wait_for, worker_process
 from recipe_helpers import CRASH, build_image, commit_head, make_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,20 +83,13 @@ def test_lint_lists_every_problem(tmp_path, docker_swarm):
 
 # --- the default graph through the gatekeeper -----------------------------------------------
 
-SHIPPED_CHECK = """
-pipelines:
-  - name: try
-    manager: independent
-    trigger: {admin: []}
-    success: {log: {}}
-    failure: {log: {}}
-"""
+TRY = admin_pipeline("try")
 
 
 def run_graph(tmp_path: Path, repo_root: Path, number: int) -> dict:
     extra = tmp_path / "extra"
     extra.mkdir(exist_ok=True)
-    (extra / "try.yaml").write_text(textwrap.dedent(SHIPPED_CHECK) + textwrap.dedent("""
+    (extra / "try.yaml").write_text(TRY + textwrap.dedent("""
         projects:
           - name: coop-cloud/hello
             try: [build, publish, install, systest]
@@ -275,7 +268,7 @@ def test_janitor_reaps_what_a_killed_worker_left(tmp_path, port, monkeypatch):
     commit_head(repo, "1.2.0+1", build_image("3"))
     extra = tmp_path / "extra"
     extra.mkdir()
-    (extra / "try.yaml").write_text(textwrap.dedent(SHIPPED_CHECK) + textwrap.dedent("""
+    (extra / "try.yaml").write_text(TRY + textwrap.dedent("""
         projects:
           - name: coop-cloud/hello
             try: [install-alone]
