@@ -27,6 +27,7 @@ from pathlib import Path
 
 import gear
 
+from ccci_gate.gearman.protocol import tune_threads
 from ccci_gate.core.actions import StartBuild
 from ccci_gate.core.events import BuildCompleted
 from ccci_gate.gearman.dispatcher import GearmanDispatcher
@@ -181,6 +182,7 @@ def free_port() -> int:
 
 
 def main() -> None:
+    tune_threads()  # as `ccci-gate serve` and `ccci-gate worker` do
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=3000)
     parser.add_argument("--stock-builds", type=int, default=300,

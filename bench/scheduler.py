@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from ccci_gate.gearman.protocol import tune_threads
 from ccci_gate.core import events as ev
 from ccci_gate.core.engine import Engine
 from ccci_gate.core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig
@@ -138,6 +139,7 @@ def run(items: int, workers: int, persist: bool, git_merger: bool, tmp: Path) ->
 
 
 def main() -> None:
+    tune_threads()  # as `ccci-gate serve` and `ccci-gate worker` do
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--git-items", type=int, default=300,

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import requests
 
+from .gearman.protocol import tune_threads
+
 DEFAULT_URL = "http://127.0.0.1:8001"
 
 
@@ -149,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ccci-gate: cannot start: {exc}", file=sys.stderr)
         return 2
     gatekeeper.install_signal_handlers()
+    tune_threads()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -175,6 +178,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     daemon = WorkerDaemon(servers, args.name, jobs, args.label, args.workdir, args.jobs,
                           max_builds=args.max_builds)
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
+    tune_threads()
     print(f"worker {args.name}: {len(jobs)} jobs, labels {args.label or '-'}, servers "
           f"{', '.join(f'{h}:{p}' for h, p in servers)}", flush=True)
     daemon.run_forever()
