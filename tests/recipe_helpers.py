@@ -49,6 +49,7 @@ secrets:
 """
 GOOD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
 CRASH = '["sh", "-c", "exit 3"]'
+UNHEALTHY = '["httpd", "-f", "-p", "9090", "-h", "/www"]'   # the healthcheck asks :8080
 
 
 def build_image(tag: str) -> str:

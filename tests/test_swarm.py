@@ -23,7 +23,7 @@ from ccci_gate.swarm.snapshot import SnapshotError, current, restore, snapshot
 from ccci_gate.worker.kinds import BuildContext, get_kind
 
 from e2e_helpers import admin, admin_pipeline, finished, git, job_results, start_gatekeeper, wait_for, worker_process
-from recipe_helpers import CRASH, build_image, commit_head, make_recipe
+from recipe_helpers import CRASH, UNHEALTHY, build_image, commit_head, make_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.docker
@@ -137,9 +137,12 @@ def test_a_lint_error_fails_build_and_skips_the_rest(tmp_path, port, monkeypatch
 
 # --- systest: the upgrade must not lie ---------------------------------------------------------
 
-def test_swarm_rollback_fails_systest_with_the_true_reason(tmp_path, port, host, monkeypatch):
+@pytest.mark.parametrize("command,why", [(CRASH, "non-zero exit (3)"),
+                                         (UNHEALTHY, "unhealthy")], ids=["exits", "unhealthy"])
+def test_swarm_rollback_fails_systest_with_the_true_reason(tmp_path, port, host, monkeypatch,
+                                                           command, why):
     repo = make_recipe(tmp_path / "repos")
-    sha = commit_head(repo, "1.2.0+1", build_image("3"), command=CRASH)
+    sha = commit_head(repo, "1.2.0+1", build_image("3"), command=command)
     monkeypatch.chdir(tmp_path)   # a relative workspace, as `ccci-gate worker` gets by default
     ws = checkout(repo, Path("ws"), "refs/pull/1/head")
     ctx, lines = context(ws, "systest", ZUUL_COMMIT=sha)
@@ -148,7 +151,7 @@ def test_swarm_rollback_fails_systest_with_the_true_reason(tmp_path, port, host,
     assert kind.run(ctx) == "FAILURE"
     text = "".join(lines)
     assert "head applied, then swarm rolled back" in text, text
-    assert "non-zero exit (3)" in text
+    assert why in text
     assert "nothing of" in text
 
 

@@ -56,6 +56,8 @@ def item_summary(item: Item, now: float, web_url: str = "") -> dict[str, Any]:
         "quick": item.quick,
         "result": item.result.value if item.result else None,
         "failing_reason": item.failing_reason,
+        "aside": item.aside,               # batching: bisected in a failed batch
+        "proven": bool(item.proven),       # batching: passed, waiting to merge in turn
         "message": item.message,
         "enqueued_at": item.enqueued_at,
         "change": change_summary(item.change),
