@@ -89,6 +89,11 @@ def write_release(repo: Path, version: str, image: str, command: str = GOOD,
     (repo / "abra.sh").write_text("export APP_ENTRYPOINT_VERSION=v1\n")
     (repo / "release").mkdir(exist_ok=True)
     (repo / "release" / version).write_text(f"Release {version}.\n")
+    check = repo / "tests" / "ccci-check"     # the recipe's own check, run by systest
+    check.parent.mkdir(exist_ok=True)
+    check.write_text('#!/bin/sh\necho "recipe check of $STACK_NAME at $DOMAIN"\n'
+                     'test -n "$STACK_NAME"\n')
+    check.chmod(0o755)
 
 
 def make_recipe(root: Path, name: str = "hello") -> Path:

@@ -122,6 +122,7 @@ def test_default_graph_runs_a_real_recipe(tmp_path, port, monkeypatch):
     assert "upgrade base: 1.1.0+1" in systest
     assert "the head runs" in systest and "seeded data survived" in systest
     assert "round trip of 1 volume(s): identical" in systest
+    assert "recipe check of hell-" in systest and "own tests/ccci-check passed" in systest
 
 
 def test_a_lint_error_fails_build_and_skips_the_rest(tmp_path, port, monkeypatch):

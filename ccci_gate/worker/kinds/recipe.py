@@ -10,7 +10,8 @@
   down and prove nothing is left.
 - **systest**: cold deploy of the upgrade base (the newest release tag before the head,
   else the target branch tip), seed data, chaos-upgrade to the head, assert the head
-  runs and the data survived, snapshot → wipe → restore round trip, tear down.
+  runs and the data survived, run the recipe's own ``tests/ccci-check`` if it has one,
+  snapshot → wipe → restore round trip, tear down.
 
 Each deploying run holds one of the host's ``max_tests`` slots and a lease for the
 janitor (``swarm.host``). Job parameters: ``RECIPE`` (default: the project's last path
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
+import subprocess
 import shutil
 import tarfile
 import time
@@ -37,6 +40,7 @@ from ...swarm.snapshot import SnapshotError, restore, snapshot
 from .base import BuildContext
 
 BUNDLE = "recipe-bundle.tar.gz"
+CHECK = "tests/ccci-check"
 SEED = ".ccci-seed"
 
 
@@ -71,9 +75,9 @@ def bundle_files(recipe: Recipe) -> list[Path]:
     for extra in (".env.sample", "abra.sh"):
         if (recipe.path / extra).exists():
             files.append(recipe.path / extra)
-    release = recipe.path / "release"
-    if release.is_dir():
-        files += sorted(p for p in release.rglob("*") if p.is_file())
+    for folder in ("release", "tests"):
+        if (recipe.path / folder).is_dir():
+            files += sorted(p for p in (recipe.path / folder).rglob("*") if p.is_file())
     return files
 
 
@@ -85,15 +89,15 @@ def make_bundle(recipe: Recipe) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         for path in files:
-            data = path.read_bytes()
-            _add(tar, str(path.relative_to(recipe.path)), data)
+            _add(tar, str(path.relative_to(recipe.path)), path.read_bytes(),
+                 executable=os.access(path, os.X_OK))
         _add(tar, "SHA256SUMS", sums.encode())
     return buf.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool = False) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    info.size, info.mode, info.mtime = len(data), 0o755 if executable else 0o644, 0
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -244,10 +248,31 @@ class RecipeSystest(_Deploying):
             if (self.port.volumes(app.stack)[volume] / SEED).read_text() != token:
                 raise DeployError(f"data seeded in {volume} before the upgrade is gone")
         ctx.log("seeded data survived the upgrade\n")
+        self.recipe_checks(ctx, app)
         ctx.progress(3, 5)
         self.round_trip(ctx, app)
         ctx.progress(4, 5)
         return "SUCCESS"
+
+    def recipe_checks(self, ctx: BuildContext, app: App) -> None:
+        """The recipe's own check, if it has one: an executable ``tests/ccci-check``, run
+        against the upgraded app with the app's env (argv only, in the recipe folder)."""
+        check = app.recipe.path / CHECK
+        if not check.is_file() or not os.access(check, os.X_OK):
+            ctx.log(f"the recipe has no {CHECK} of its own\n")
+            return
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOCKER_HOST") if k in os.environ}
+        env.update(app.recipe.env())
+        try:
+            proc = subprocess.run([str(check)], cwd=app.recipe.path, env=env,
+                                  timeout=self.remaining(ctx, 600), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"the recipe's own {CHECK} timed out") from None
+        ctx.log(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise DeployError(f"the recipe's own {CHECK} failed (exit {proc.returncode})")
+        ctx.log(f"the recipe's own {CHECK} passed\n")
 
     def upgrade_base(self, ctx: BuildContext) -> tuple[str, Path]:
         """The newest release tag that is an ancestor of the head (not the head itself),
