@@ -75,6 +75,14 @@ class DependentManager(PipelineManager):
                 ahead.append(item.change)
         return actions
 
+    def adopt(self, previous) -> None:
+        super().adopt(previous)
+        if type(self) is DependentManager:  # batching switched off: its marks mean nothing
+            for item in self.items:
+                if item.aside or item.probe_failed:
+                    item.aside, item.probe_failed = "", False
+                    self.ctx.touch(item)
+
     def speculative_changes(self, item: Item) -> tuple[Change, ...]:
         return self._expected.get(item.id, (item.change,))
 
