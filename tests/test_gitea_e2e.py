@@ -296,3 +296,20 @@ def test_a_refused_testme_can_be_answered(tmp_path):
     finally:
         world.close()
     assert world.fake.violations == []
+
+
+def test_a_pr_closed_mid_run_is_dequeued_without_a_report(world):
+    world.hold_file.touch()
+    world.comment("!testme")
+    wait_for(world.started.exists, 30, "the build to run")
+    payload = copy.deepcopy(conformance_payload("pull_request_closed.json"))
+    payload["repository"]["full_name"] = REPO
+    payload["number"] = payload["pull_request"]["number"] = 2
+    payload["pull_request"]["head"]["sha"] = world.sha(2)
+    assert world.send("pull_request", payload).status_code == 202
+    world.settle()
+    wait_for(lambda: not world.gk.scheduler.call(
+        lambda engine: [i for m in engine.managers.values() for i in m.items]), 30, "the dequeue")
+    world.hold_file.unlink()
+    assert world.fake.gate_comments(REPO, 2) == []
+    assert "failure" not in world.fake.status_states(REPO, world.sha(2)).values()
