@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 from ..actions import Action, MergeChange
 from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
-from .dependent import DependentManager, failing
+from .base import PipelineManager
+from .dependent import DependentManager, failing, same_changes
 
 RATE_WEIGHT = 0.2
 START_RATE = 0.1
@@ -58,6 +59,7 @@ class BatchingManager(DependentManager):
         self.failure_rate = START_RATE
         self.groups: dict[str, Group] = {}
         self._marks: dict[str, int] = {}   # proven item id → merges seen when proven
+        self._regrouped = 0                # counts groups formed and dissolved
 
     def batch_size(self) -> int:
         size = round(SIZE_FACTOR / max(self.failure_rate, 1e-3))
@@ -82,10 +84,12 @@ class BatchingManager(DependentManager):
             return []
         queue.window = self.batch_size()
         actions = self._settle(queue)
-        actions += self._lane_verdicts(queue)
+        regrouped = self._regrouped
+        self._lane_verdicts(queue)
         for group in [g for g in self.groups.values() if g.members and g.members[0].queue is queue]:
             actions += self._bisect(queue, group)
-        actions += self._settle(queue)
+        if self._regrouped != regrouped:  # items stepped aside or came back: refs change
+            actions += self._settle(queue)
         probes = self._new_probes(queue)
         for item in list(queue.items):
             if item not in queue.items:
@@ -121,8 +125,7 @@ class BatchingManager(DependentManager):
                 self.ctx.touch(item)
             if (bs.merge_state is not MergeState.PENDING and not item.merge_requested
                     and not (item.aside and failing(item))):
-                held_now = tuple(c for c in bs.changes if c not in queue.merged)
-                if held_now != tuple(c for c in expected if c not in queue.merged):
+                if not same_changes(bs.changes, expected, queue.merged):
                     actions += self.reset(item, "the changes ahead changed")
             if not failing(item) and not item.aside:
                 ahead.append(item.change)
@@ -131,8 +134,7 @@ class BatchingManager(DependentManager):
     def _proof_holds(self, item: Item, expected: tuple[Change, ...]) -> bool:
         """Its proof is its ref now, and nothing merged since that the proof lacked."""
         merged = item.queue.merged
-        if tuple(c for c in item.proven if c not in merged) != \
-                tuple(c for c in expected if c not in merged):
+        if not same_changes(item.proven, expected, merged):
             return False
         return all(c in item.proven for c in merged[self._marks.get(item.id, len(merged)):])
 
@@ -165,24 +167,24 @@ class BatchingManager(DependentManager):
 
     # --- the lane -------------------------------------------------------------------------
 
-    def _lane_verdicts(self, queue: ChangeQueue) -> list[Action]:
+    def _lane_verdicts(self, queue: ChangeQueue) -> None:
         """When the first batch of the lane failed, set it aside. (A failure of a batch
         behind a batch still running waits: the culprit may be in the one ahead.)"""
         lane = self._lane(queue)
         first = next((n for n, i in enumerate(lane) if self._has_builds(i)), None)
         if first is None or not lane[first].probe_failed:
-            return []
+            return
         probe, batch = lane[first], lane[:first + 1]
         bs = probe.buildset
         group = Group(bs.id if bs else probe.id, batch, len(batch) - 1,
                       hi_conflict=bool(bs and bs.merge_state is MergeState.CONFLICT),
                       mark=len(queue.merged))
         self.groups[group.id] = group
+        self._regrouped += 1
         for member in batch:
             member.aside = group.id
             member.message = f"set aside: bisecting a failed batch of {len(batch)}"
             self.ctx.touch(member)
-        return []
 
     def _new_probes(self, queue: ChangeQueue) -> list[Item]:
         """Start probes while fewer than ``MAX_PROBES`` run: bisection, then the lane."""
@@ -241,11 +243,9 @@ class BatchingManager(DependentManager):
             return "conflict"
         if bs.merge_state is not MergeState.READY:
             return None
-        if any(b.voting and b.done and b.result is not Result.SUCCESS for b in bs.builds.values()):
+        if self.will_fail(probe):
             return "fail"
-        if len(bs.builds) == len(bs.graph.jobs) and all(b.done for b in bs.builds.values()):
-            return "pass"
-        return None
+        return "pass" if PipelineManager.is_complete(self, probe) else None
 
     def _convict(self, queue: ChangeQueue, group: Group) -> list[Action]:
         """The culprit is reported; the other members rejoin the lane."""
@@ -291,6 +291,7 @@ class BatchingManager(DependentManager):
             member.aside = ""
             actions += self.reset(member, "cleared by bisection: retested with the next batch")
         self.groups.pop(group.id, None)
+        self._regrouped += 1
         return actions
 
     # --- probes ---------------------------------------------------------------------------

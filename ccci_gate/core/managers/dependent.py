@@ -25,6 +25,13 @@ def failing(item: Item) -> bool:
     return item.result is not None and item.result is not Result.SUCCESS
 
 
+def same_changes(a: tuple[Change, ...], b: tuple[Change, ...], merged: list[Change]) -> bool:
+    """Whether two refs hold the same changes, not counting those merged meanwhile."""
+    if not merged:
+        return a == b
+    return tuple(c for c in a if c not in merged) == tuple(c for c in b if c not in merged)
+
+
 class DependentManager(PipelineManager):
     name = "dependent"
 
@@ -66,9 +73,7 @@ class DependentManager(PipelineManager):
                 continue
             item.active = True
             if bs.merge_state is not MergeState.PENDING and not item.merge_requested:
-                held = (tuple(c for c in bs.changes if c not in queue.merged) if queue.merged
-                        else bs.changes)
-                if held != expected:
+                if not same_changes(bs.changes, expected, queue.merged):
                     actions += self.reset(item, "the items ahead changed")
             actions += self.process_item(item)
             if item in queue.items and not failing(item):
