@@ -39,6 +39,7 @@ services:
       labels:
         - "coop-cloud.${{STACK_NAME}}.version={version}"
         - "coop-cloud.${{STACK_NAME}}.timeout=60"
+        - "ccci.settle=5"
         - "traefik.http.services.${{STACK_NAME}}.loadbalancer.server.port=8080"
 volumes:
   data:

@@ -117,10 +117,10 @@ def test_default_graph_runs_a_real_recipe(tmp_path, port, monkeypatch):
     assert job_results(item) == {"build": "SUCCESS", "publish": "SUCCESS",
                                  "install": "SUCCESS", "systest": "SUCCESS"}, item["logs"]
     assert "deploying the published bundle" in item["logs"]["install"]
-    assert "readiness: app answers on port 8080" in item["logs"]["install"]
+    assert "answered 200 to a probe on the stack's network" in item["logs"]["install"]
     systest = item["logs"]["systest"]
     assert "upgrade base: 1.1.0+1" in systest
-    assert "the head runs" in systest and "seeded data survived" in systest
+    assert "the head runs" in systest and "app-level data survival: UNVERIFIED" in systest
     assert "round trip of 1 volume(s): identical" in systest
     assert "recipe check of hell-" in systest and "own tests/ccci-check passed" in systest
 

@@ -5,12 +5,20 @@
   overlay putting abra's labels on the ``app`` service: ``coop-cloud.<stack>.version``,
   ``.recipe``, ``.chaos`` and ``.chaos-version`` (the short commit).
 - **converged**: every service runs its desired replicas, every running container is
-  healthy, no update is in progress.
+  healthy, no update is in progress. Waiting ends early, with the reason, on evidence
+  that waiting cannot cure (``evidence.definitive``): a missing image, a rejected or
+  crash-looping task, a paused update, no node with the resources.
+- **settled**: converged, and still so after the settle window (``evidence.settle_window``):
+  no task of any service ended, restarted or turned unhealthy meanwhile.
 - **chaos upgrade**: deploy the head over a running app. Swarm may roll a failing new
-  task back and still report success; :func:`check_upgrade` reads the live
-  ``UpdateStatus``, labels and image and fails with the true reason.
+  task of *any* service back and still report success; :meth:`App.check_upgrade` reads
+  every service's ``UpdateStatus``, labels, image and volume mounts and fails with the
+  true reason.
 - **teardown**: remove services, wait until no container is left, then networks,
   secrets, configs and volumes; prove nothing of the stack remains.
+
+A failure of the change raises :class:`DeployError`; a fault of the host (out of memory
+or resources, the daemon or a registry failing) raises :class:`InfraError`.
 """
 from __future__ import annotations
 
@@ -24,15 +32,24 @@ from typing import Callable
 
 import yaml
 
-from .port import ServiceState, SwarmError, SwarmPort
+from . import evidence, probe
+from .evidence import Problem, ServiceState
+from .port import SwarmError, SwarmPort
 from .recipe import Recipe
 
-ROLLED_BACK = ("rollback_started", "rollback_paused", "rollback_completed")
-IN_PROGRESS = ("updating", "rollback_started")
+SETTLE_FLOOR = 30.0
 
 
 class DeployError(SwarmError):
     """The app did not deploy, converge or upgrade; the message is the true reason."""
+
+
+class InfraError(SwarmError):
+    """The host, not the change, failed the run (resources, the daemon, a registry)."""
+
+
+def fail(problem: Problem) -> SwarmError:
+    return InfraError(problem.message) if problem.infra else DeployError(problem.message)
 
 
 @dataclass
@@ -93,61 +110,116 @@ class App:
 
     def wait_converged(self, timeout: float, upgrading: bool = False) -> list[ServiceState]:
         """Until every service runs healthy at its desired scale (and, after an upgrade,
-        its update has ended); raises ``DeployError`` with the reason otherwise."""
+        its update has ended); raises with the reason as soon as it is definitive."""
         deadline = time.monotonic() + timeout
         last: list[ServiceState] = []
         while time.monotonic() < deadline and not self.stop.is_set():
             last = self.port.services(self.stack)
-            rolled = [s for s in last if s.update_state in ROLLED_BACK]
-            if rolled and all(s.update_state not in IN_PROGRESS for s in rolled):
+            rolled = [s for s in last if s.update_state in evidence.ROLLED_BACK]
+            if rolled and all(s.update_state not in evidence.IN_PROGRESS for s in rolled):
                 return last  # check_upgrade says what happened
-            if last and all(s.running >= s.desired and s.healthy >= s.desired
-                            and s.update_state not in IN_PROGRESS for s in last):
+            problem = evidence.definitive(last, self.stack)
+            if problem:
+                self._evidence(last)
+                raise fail(problem)
+            if last and all(s.converged for s in last):
                 if not upgrading or all(s.update_state in ("", "completed") for s in last):
                     return last
             time.sleep(0.5)
         if self.stop.is_set():
             raise DeployError("stopped")
-        detail = "; ".join(f"{s.name}: {s.running}/{s.desired} running, {s.healthy} healthy"
+        self._evidence(last)
+        detail = "; ".join(f"{evidence.short(s.name, self.stack)}: {s.running}/{s.desired} "
+                           f"running, {s.healthy} healthy"
                            + (f", update {s.update_state}" if s.update_state else "")
                            + (f", errors: {', '.join(s.task_errors)}" if s.task_errors else "")
                            for s in last) or "no services"
         raise DeployError(f"{self.stack} did not converge in {timeout:.0f}s: {detail}")
 
+    def settle(self, floor: float = SETTLE_FLOOR, timeout: float | None = None) -> str:
+        """Watch every service for the settle window after convergence; any task that
+        ends, restarts or turns unhealthy meanwhile fails the run. Returns the window
+        used and why (the recipe's ``ccci.settle`` label replaces the floor)."""
+        label = self.recipe.ccci_label("settle")
+        floor = float(label) if label.isdigit() else floor
+        start = self.port.services(self.stack)
+        window, why = evidence.settle_window(start, floor)
+        if timeout is not None and window > timeout:
+            raise DeployError(f"the settle window {why} does not fit in the "
+                              f"{timeout:.0f}s left to the build")
+        self.log(f"settling: watching every service for {why}\n")
+        began = time.monotonic()
+        while not self.stop.is_set():
+            elapsed = time.monotonic() - began
+            now = self.port.services(self.stack)
+            problem = evidence.settle_problem(start, now, self.stack, elapsed)
+            if problem:
+                self._evidence(now)
+                raise fail(problem)
+            if elapsed >= window:
+                return f"stayed healthy for the settle window of {window:g}s"
+            time.sleep(min(0.5, max(0.0, window - elapsed)))
+        raise DeployError("stopped")
+
+    def _evidence(self, states: list[ServiceState]) -> None:
+        for line in evidence.evidence(states, self.stack):
+            self.log(line + "\n")
+
     def probe(self) -> str:
-        """Readiness probe of the app's served port; raises ``DeployError`` if it fails."""
-        port = self.recipe.probe_port()
+        """Serving, probed from outside the app (see ``swarm.probe``). Returns what was
+        verified, or why serving is unverified; raises ``DeployError`` if it fails."""
+        config, _ = self.recipe.render()
+        port = self.recipe.probe_port(config)
         if port is None:
-            return "no served port declared (traefik loadbalancer label): probe skipped"
-        problem = self.port.probe(f"{self.stack}_app", port)
-        if problem is None:
-            return f"no wget or nc in the app image: probe of port {port} skipped"
-        if problem:
-            raise DeployError(f"readiness probe failed: {problem}")
-        return f"app answers on port {port}"
+            return "serving unverified: no served port declared (traefik loadbalancer label)"
+        if not self.port.image_exists(probe.IMAGE):
+            if not probe.BUSYBOX.is_file():
+                return (f"serving unverified: no probe image and no {probe.BUSYBOX} on this "
+                        f"host to build one (apt-get install busybox-static)")
+            self.port.import_image(probe.IMAGE, probe.rootfs())
+        path = "/" + self.recipe.ccci_label("health-path", config).lstrip("/")
+        codes = self.recipe.ccci_label("health-codes", config) or probe.DEFAULT_CODES
+        # the app's tasks, as Traefik's swarm provider reaches them (not the service VIP)
+        url = f"http://tasks.{self.stack}_app:{port}{path}"
+        for attempt in range(3):
+            exit_code, output = self.port.probe(self.stack, f"{self.stack}_app", url, probe.IMAGE)
+            code = probe.status_code(output)
+            if code is not None and probe.accepts(codes, code):
+                return f"serving: {url} answered {code} to a probe on the stack's network"
+            if code is not None:   # a definite answer, and not an accepted one
+                break
+            time.sleep(1)
+        last = output.strip().splitlines()[-1] if output.strip() else f"exit {exit_code}"
+        raise DeployError(f"serving: {url} answered "
+                          + (f"{code}, not one of {codes}" if code is not None else
+                             f"nothing a probe on the stack's network could read ({last})"))
 
     # --- upgrades ---------------------------------------------------------------------------
 
-    def check_upgrade(self, states: list[ServiceState], version: str, commit: str,
-                      image: str = "") -> None:
-        """The head is really what runs, or the true reason it is not."""
-        app = next((s for s in states if s.name == f"{self.stack}_app"), None)
-        if app is None:
-            raise DeployError("no app service after the upgrade")
-        if app.update_state in ROLLED_BACK or app.update_state.endswith("paused"):
-            why = "; ".join(app.task_errors)
-            raise DeployError(f"head applied, then swarm rolled back: "
-                              f"{app.update_message or app.update_state}"
-                              + (f" (new task: {why})" if why else ""))
-        live_chaos = app.labels.get(f"coop-cloud.{self.stack}.chaos-version", "")
-        live_version = app.labels.get(f"coop-cloud.{self.stack}.version", "")
-        if commit and live_chaos != commit[:8]:
-            raise DeployError(f"the app runs chaos-version {live_chaos or '(none)'}, "
-                              f"not the head {commit[:8]}")
-        if version and live_version != version:
-            raise DeployError(f"the app runs version {live_version or '(none)'}, not {version}")
-        if image and app.image != image:
-            raise DeployError(f"the app runs image {app.image}, not the head's {image}")
+    def check_upgrade(self, before: list[ServiceState], after: list[ServiceState],
+                      head: Recipe, commit: str) -> list[str]:
+        """The head is really what runs, on every service, with every volume where the
+        base had it; raises with every reason it is not. Returns warnings."""
+        self._evidence(after)
+        config, _ = head.render()
+        base_images = {evidence.short(s.name, self.stack): s.image for s in before}
+        problems = evidence.rollbacks(after, self.stack)
+        problems += evidence.reverted(after, head.images(config), base_images, self.stack)
+        app = next((s for s in after if s.name == f"{self.stack}_app"), None)
+        version = head.version(config)
+        if app is not None:
+            live_chaos = app.labels.get(f"coop-cloud.{self.stack}.chaos-version", "")
+            live_version = app.labels.get(f"coop-cloud.{self.stack}.version", "")
+            if commit and live_chaos != commit[:8]:
+                problems.append(f"the app runs chaos-version {live_chaos or '(none)'}, "
+                                f"not the head {commit[:8]}")
+            if version and live_version != version:
+                problems.append(f"the app runs version {live_version or '(none)'}, not {version}")
+        problems += evidence.mount_changes(before, after, self.stack)
+        if problems:
+            raise DeployError("; ".join(problems))
+        return evidence.image_warnings(before, after, self.stack,
+                                       f"coop-cloud.{self.stack}.version")
 
     # --- teardown ---------------------------------------------------------------------------
 

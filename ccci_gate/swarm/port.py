@@ -9,33 +9,20 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import docker
 import docker.errors
+import docker.types
+
+from .evidence import ServiceState, TaskState
 
 NAMESPACE = "com.docker.stack.namespace"
 
 
 class SwarmError(RuntimeError):
     """Docker refused or failed; the message says what and why."""
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """What a service is doing now."""
-
-    name: str
-    image: str
-    labels: Mapping[str, str]
-    desired: int              # replicas wanted (replicated mode)
-    running: int              # tasks running
-    healthy: int              # running containers whose healthcheck passes (or has none)
-    update_state: str         # "" | updating | completed | paused | rollback_started | ...
-    update_message: str
-    task_errors: tuple[str, ...]
 
 
 class SwarmPort:
@@ -81,56 +68,108 @@ class SwarmPort:
         return self.client.services.list(filters={"label": f"{NAMESPACE}={stack}"})
 
     def services(self, stack: str) -> list[ServiceState]:
-        out = []
-        for service in self._services(stack):
-            attrs = service.attrs
-            spec = attrs["Spec"]
-            mode = spec.get("Mode", {})
-            desired = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
-            tasks = service.tasks()
-            running = [t for t in tasks if t["Status"]["State"] == "running"
-                       and t.get("DesiredState") == "running"]
-            errors = tuple(sorted({t["Status"].get("Err", "") for t in tasks
-                                   if t["Status"].get("Err")}))
-            healthy = sum(1 for t in running if self._task_healthy(t))
-            update = attrs.get("UpdateStatus") or {}
-            image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@", 1)[0]
-            out.append(ServiceState(spec["Name"], image, spec.get("Labels") or {}, desired,
-                                    len(running), healthy, update.get("State", ""),
-                                    update.get("Message", ""), errors))
-        return out
+        """Every service of ``stack``: its live and previous spec, update status, and its
+        tasks with how their containers ended (exit code, OOM kill, health)."""
+        return [self._state(service) for service in self._services(stack)]
 
-    def _task_healthy(self, task: Mapping[str, Any]) -> bool:
-        cid = (task.get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
-        if not cid:
-            return False
+    def _state(self, service: Any) -> ServiceState:
+        attrs = service.attrs
+        spec = attrs["Spec"]
+        previous = attrs.get("PreviousSpec") or {}
+        mode = spec.get("Mode", {})
+        desired = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
+        container_spec = spec["TaskTemplate"].get("ContainerSpec", {})
+        tasks = tuple(self._task(t, container_spec) for t in sorted(
+            service.tasks(), key=lambda t: t.get("CreatedAt", ""), reverse=True))
+        running = [t for t in tasks if t.current and t.state == "running"
+                   and t.desired == "running"]
+        errors = tuple(sorted({t.error for t in tasks if t.error}))
+        update = attrs.get("UpdateStatus") or {}
+        health = container_spec.get("Healthcheck") or {}
+        has_check = health.get("Test") not in (None, [], ["NONE"])
+        interval = health.get("Interval", 30 * 10**9) / 1e9
+        mounts = tuple((m.get("Source", ""), m.get("Target", ""))
+                       for m in container_spec.get("Mounts") or [] if m.get("Type") == "volume")
+        limits = (spec["TaskTemplate"].get("Resources") or {}).get("Limits") or {}
+        return ServiceState(
+            spec["Name"], _image(spec), spec.get("Labels") or {}, desired, len(running),
+            sum(1 for t in running if t.health in ("healthy", "")), update.get("State", ""),
+            update.get("Message", ""), errors, tasks,
+            previous_image=_image(previous) if previous else "",
+            previous_labels=previous.get("Labels") or {}, mounts=mounts,
+            monitor=(spec.get("UpdateConfig") or {}).get("Monitor", 5 * 10**9) / 1e9,
+            health_window=interval * health.get("Retries", 3) if has_check else 0.0,
+            memory_limit=int(limits.get("MemoryBytes") or 0))
+
+    def _task(self, task: Mapping[str, Any], container_spec: Mapping[str, Any]) -> TaskState:
+        status = task.get("Status", {})
+        container = status.get("ContainerStatus") or {}
+        state: Mapping[str, Any] = {}
+        if container.get("ContainerID"):
+            try:
+                state = self.client.api.inspect_container(container["ContainerID"])["State"]
+            except docker.errors.NotFound:
+                state = {}
+        health = (state.get("Health") or {}).get("Status", "")
+        if status.get("State") == "running" and state and not state.get("Running", False):
+            health = "unhealthy"
+        return TaskState(
+            id=task["ID"], slot=int(task.get("Slot") or 0), state=status.get("State", ""),
+            desired=task.get("DesiredState", ""), error=status.get("Err", "") or "",
+            exit_code=int(container.get("ExitCode") or state.get("ExitCode") or 0),
+            current=(task.get("Spec") or {}).get("ContainerSpec") == container_spec,
+            health=health, oom_killed=bool(state.get("OOMKilled")))
+
+    def probe(self, stack: str, service: str, url: str, image: str,
+              timeout: float = 30.0) -> tuple[int, str]:
+        """Fetch ``url`` from outside the app: a one-shot task of ``image`` on the
+        service's first network (as a proxy would reach it). Returns the probe's exit
+        code and its output (busybox ``wget -S`` prints the status line; no ``-T``:
+        Debian's static busybox wget crashes on it, seen here with exit 139)."""
+        target = self.client.services.get(service).attrs["Spec"]
+        networks = [n["Target"] for n in target["TaskTemplate"].get("Networks") or []]
+        if not networks:
+            return -1, f"{service} is on no network"
+        name = f"{stack}_ccci-probe"
+        probe = self.client.services.create(
+            image, ["wget", "-S", "-q", "-O", "/dev/null", url], name=name,
+            networks=networks[:1], labels={NAMESPACE: stack},
+            mode=docker.types.ServiceMode("replicated-job"),
+            restart_policy=docker.types.RestartPolicy(condition="none"))
         try:
-            state = self.client.api.inspect_container(cid)["State"]
-        except docker.errors.NotFound:
-            return False
-        health = state.get("Health")
-        return state.get("Running", False) and (health is None or health.get("Status") == "healthy")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                done = [t for t in probe.tasks() if t["Status"]["State"] in
+                        ("complete", "failed", "rejected")]
+                if done:
+                    status = done[0]["Status"]
+                    cid = (status.get("ContainerStatus") or {}).get("ContainerID")
+                    output = ""
+                    if cid:
+                        output = self.client.api.logs(cid, stdout=True, stderr=True).decode(
+                            errors="replace")
+                    code = int((status.get("ContainerStatus") or {}).get("ExitCode") or 0)
+                    if status["State"] == "rejected":
+                        return -1, status.get("Err", "probe rejected")
+                    return code, output.strip() or status.get("Err", "")
+                time.sleep(0.2)
+            return -1, f"the probe did not finish in {timeout:.0f}s"
+        finally:
+            _quiet(probe.remove)
 
-    def probe(self, service: str, port: int, timeout: int = 5) -> str | None:
-        """HTTP, else TCP, readiness of ``port`` inside a running task of ``service``
-        (from within its own network namespace, so no port has to be published).
-        Returns "" when it answers, the failure otherwise, None if the image has no
-        probing tool (wget or nc)."""
-        running = [c for c in self.client.containers.list(
-            filters={"label": f"com.docker.swarm.service.name={service}"})]
-        if not running:
-            return f"no running container of {service}"
-        container = running[0]
-        # no ``-T``: Debian's static busybox wget crashes on it (seen here, exit 139)
-        attempts = (["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/"],
-                    ["nc", "-z", "-w", str(timeout), "127.0.0.1", str(port)])
-        for argv in attempts:
-            code, output = container.exec_run(argv, demux=False)
-            if code == 0:
-                return ""
-            if code not in (126, 127) and b"executable file not found" not in (output or b""):
-                return f"{argv[0]} 127.0.0.1:{port} failed ({code}): {(output or b'').decode(errors='replace').strip()}"
-        return None
+    def image_exists(self, name: str) -> bool:
+        try:
+            self.client.images.get(name)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def import_image(self, name: str, rootfs_tar: bytes) -> None:
+        """``docker import`` of a root filesystem tarball (no registry involved)."""
+        proc = subprocess.run([self.docker_bin, "import", "-", name], input=rootfs_tar,
+                              capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise SwarmError(f"docker import {name}: {proc.stderr.decode(errors='replace')}")
 
     def containers(self, stack: str) -> list[str]:
         return [c.name for c in self.client.containers.list(
@@ -194,6 +233,10 @@ class SwarmPort:
             if time.monotonic() > deadline:
                 raise SwarmError(f"stack {stack} not fully removed: {left}")
             time.sleep(0.3)
+
+
+def _image(spec: Mapping[str, Any]) -> str:
+    return spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@", 1)[0]
 
 
 def _attr_labels(obj: Any) -> Mapping[str, str]:

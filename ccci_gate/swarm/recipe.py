@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .probe import valid_codes
+
 VERSION = re.compile(r"^\d+\.\d+\.\d+\+\S+$")
 _VAR = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}"
                   r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
@@ -146,6 +148,32 @@ class Recipe:
         value = self.app_labels(config).get(f"coop-cloud.{self.stack}.timeout", "")
         return int(value) if value.isdigit() else default
 
+    def ccci_label(self, key: str, config: Mapping[str, Any] | None = None) -> str:
+        """A ``ccci.<key>`` label of the ``app`` service: what a recipe tells ccci-gate
+        about itself (``ccci.settle``, ``ccci.health-path``, ``ccci.health-codes``)."""
+        return self.app_labels(config).get(f"ccci.{key}", "").strip()
+
+    def images(self, config: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Each service's image, as deployed."""
+        config = config if config is not None else self.render()[0]
+        return {name: str((service or {}).get("image") or "")
+                for name, service in (config.get("services") or {}).items()}
+
+    def referenced_files(self, config: Mapping[str, Any] | None = None) -> list[str]:
+        """Every file the compose config reads from the recipe: ``configs``/``secrets``
+        ``file:`` and services' ``env_file`` (paths relative to the recipe)."""
+        config = config if config is not None else self.render()[0]
+        names: list[str] = []
+        for kind in ("configs", "secrets"):
+            for spec in (config.get(kind) or {}).values():
+                if isinstance(spec, dict) and spec.get("file"):
+                    names.append(str(spec["file"]))
+        for service in (config.get("services") or {}).values():
+            env_file = (service or {}).get("env_file")
+            for entry in env_file if isinstance(env_file, list) else [env_file] if env_file else []:
+                names.append(str(entry.get("path", "") if isinstance(entry, dict) else entry))
+        return sorted({n.removeprefix("./") for n in names if n})
+
     def probe_port(self, config: Mapping[str, Any] | None = None) -> int | None:
         """The port the app serves on: abra recipes tell Traefik with
         ``traefik.http.services.${STACK_NAME}.loadbalancer.server.port``."""
@@ -171,6 +199,17 @@ class Recipe:
             problems.append("no services defined")
         if "app" not in services:
             problems.append("no `app` service (abra stamps its labels there)")
+        for name in self.referenced_files(config):
+            path = (self.path / name).resolve()
+            if not path.is_relative_to(self.path.resolve()):
+                problems.append(f"{name}: referenced by the compose files but outside the recipe")
+            elif not path.is_file():
+                problems.append(f"{name}: referenced by the compose files but missing")
+        settle, codes = self.ccci_label("settle", config), self.ccci_label("health-codes", config)
+        if settle and not settle.isdigit():
+            problems.append(f"app: label ccci.settle={settle!r} is not a whole number of seconds")
+        if codes and not valid_codes(codes):
+            problems.append(f"app: label ccci.health-codes={codes!r} is not like 200,204 or 200-399")
         version = self.version(config)
         label = f"coop-cloud.{self.stack}.version"
         if "app" in services and not version:

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from .base import BuildContext, JobKind
-from .recipe import RecipeBuild, RecipeInstall, RecipePublish, RecipeSystest
+from .recipe import RecipeBuild, RecipeInstall, RecipePublish
+from .systest import RecipeSystest
 from .shell import ShellKind
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (

@@ -1,0 +1,166 @@
+"""``recipe-systest``: a chaos upgrade from the last release to the head, checked honestly.
+
+1. Deploy the **upgrade base** cold (the newest release tag before the head, else the
+   target branch tip) and wait until it runs healthy.
+2. **Seed**: the recipe's own ``tests/ccci-seed`` writes data through the app; a token
+   also goes into every volume.
+3. **Upgrade** in place to the head (chaos, labelled with the head's short commit),
+   after creating any secret the head adds (as ``abra app secret generate`` would for
+   missing ones; values are never logged).
+4. **Check**: every service runs the head's image, none was rolled back or paused, the
+   app carries the head's version and chaos-version labels, and every volume the base
+   mounted is still mounted at the same path (``swarm.evidence``); then the settle
+   window, serving probed from outside the app, ``tests/ccci-verify`` (data survived,
+   asked of the app) and ``tests/ccci-check``. Without ``ccci-seed``/``ccci-verify``,
+   app-level data survival is reported **unverified**, never passed.
+5. **Round trip**: undeploy, snapshot, wipe, restore: every volume byte-identical.
+
+Hooks are executables of the head's recipe, run on the worker in the recipe folder,
+as argv (never a shell string), with the app's env (``DOMAIN``, ``STACK_NAME``, the
+``.env.sample`` values) plus ``CCCI_HOOK_STATE`` (a folder kept from seed to verify).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from ...merger.git import git, out
+from ...swarm.deploy import App, DeployError
+from ...swarm.recipe import Recipe
+from ...swarm.snapshot import SnapshotError, restore, snapshot
+from .base import BuildContext
+from .recipe import Deploying, scratch
+
+SEED_HOOK, VERIFY_HOOK, CHECK_HOOK = "tests/ccci-seed", "tests/ccci-verify", "tests/ccci-check"
+TOKEN = ".ccci-seed"
+
+
+class RecipeSystest(Deploying):
+    name = "recipe-systest"
+
+    def test(self, ctx: BuildContext, app: App) -> str:
+        head = app.recipe
+        base_ref, base_dir = self.upgrade_base(ctx)
+        base = Recipe(base_dir, head.name, domain=head.domain)
+        ctx.log(f"upgrade base: {base_ref} ({base.version() or 'no version'})\n")
+        app.recipe = base
+        self.cold_deploy(ctx, app, out(base_dir, "rev-parse", "HEAD"))
+        ctx.progress(1, 5)
+        state = scratch(ctx, "hook-state")
+        seeded = self.hook(ctx, app, head, SEED_HOOK, state)
+        tokens = self.seed_volumes(app)
+        before = self.port.services(app.stack)
+
+        app.recipe = head
+        added = app.create_secrets()
+        if added:
+            ctx.log(f"generated {len(added)} secret(s) the head adds: {', '.join(added)}\n")
+        commit = ctx.parameters.get("ZUUL_COMMIT") or out(ctx.workspace, "rev-parse", "HEAD")
+        app.deploy(commit=commit, chaos=True)
+        after = app.wait_converged(self.remaining(ctx, head.timeout()), upgrading=True)
+        for warning in app.check_upgrade(before, after, head, commit):
+            ctx.log(f"WARNING: {warning}\n")
+        ctx.log(f"upgraded in place to {head.version()} (chaos {commit[:8]}): the head runs "
+                f"on every service, every volume where the base had it\n")
+        self.settled_and_serving(ctx, app)
+        ctx.progress(2, 5)
+
+        self.check_tokens(app, tokens)
+        verified = self.hook(ctx, app, head, VERIFY_HOOK, state)
+        if seeded and verified:
+            ctx.log(f"app-level data survival: verified by the recipe's {VERIFY_HOOK}\n")
+        else:
+            ctx.log(f"app-level data survival: UNVERIFIED (the recipe has no executable "
+                    f"{SEED_HOOK} and {VERIFY_HOOK}); volume tokens intact, mounts unchanged\n")
+        if not self.hook(ctx, app, head, CHECK_HOOK, state):
+            ctx.log(f"the recipe has no {CHECK_HOOK} of its own\n")
+        ctx.progress(3, 5)
+        self.round_trip(ctx, app)
+        ctx.progress(4, 5)
+        return "SUCCESS"
+
+    def hook(self, ctx: BuildContext, app: App, head: Recipe, name: str, state: Path) -> bool:
+        """Run the head's hook ``name`` against the running app with the app's env;
+        False if the recipe has none, ``DeployError`` if it fails."""
+        hook = head.path / name
+        if not hook.is_file() or not os.access(hook, os.X_OK):
+            return False
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOCKER_HOST") if k in os.environ}
+        env.update(app.recipe.env())
+        env["CCCI_HOOK_STATE"] = str(state)
+        try:
+            proc = subprocess.run([str(hook.resolve())], cwd=head.path, env=env,
+                                  timeout=self.remaining(ctx, 600), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"the recipe's own {name} timed out") from None
+        ctx.log(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise DeployError(f"the recipe's own {name} failed (exit {proc.returncode})")
+        ctx.log(f"the recipe's own {name} passed\n")
+        return True
+
+    def upgrade_base(self, ctx: BuildContext) -> tuple[str, Path]:
+        """The newest release tag that is an ancestor of the head (not the head itself),
+        else the target branch tip; checked out in a worktree."""
+        ws = ctx.workspace
+        url = f"{ctx.parameters.get('ZUUL_URL', '').rstrip('/')}/{ctx.parameters.get('ZUUL_PROJECT', '')}"
+        branch = ctx.parameters.get("ZUUL_BRANCH", "main")
+        if ctx.parameters.get("ZUUL_URL"):
+            git(ws, "fetch", "-q", "--tags", "--", url,
+                f"+refs/ccci/tip/{branch}:refs/ccci/tip", timeout=300, check=False)
+        head = out(ws, "rev-parse", "HEAD")
+        tags = [t for t in out(ws, "tag", "--merged", "HEAD", "--sort=-v:refname").split() if t]
+        base = next((t for t in tags if out(ws, "rev-list", "-n1", t) != head), None)
+        ref = base or ("refs/ccci/tip" if git(ws, "rev-parse", "-q", "--verify", "refs/ccci/tip",
+                                                  check=False).returncode == 0 else "HEAD~1")
+        dest = scratch(ctx, "base")
+        dest.rmdir()
+        git(ws, "worktree", "add", "-q", "--detach", str(dest), ref)
+        return ref, dest
+
+    def seed_volumes(self, app: App) -> dict[str, str]:
+        """A random token in each volume: volume-level evidence only (a head that mounts
+        the volume elsewhere keeps it), so it never stands for app-level survival."""
+        tokens = {}
+        for volume, mountpoint in self.port.volumes(app.stack).items():
+            tokens[volume] = secrets.token_hex(16)
+            (mountpoint / TOKEN).write_text(tokens[volume])
+        return tokens
+
+    def check_tokens(self, app: App, tokens: dict[str, str]) -> None:
+        volumes = self.port.volumes(app.stack)
+        for volume, token in tokens.items():
+            path = volumes.get(volume)
+            if path is None or not (path / TOKEN).is_file() or (path / TOKEN).read_text() != token:
+                raise DeployError(f"volume {volume}: the token seeded before the upgrade is gone")
+
+    def round_trip(self, ctx: BuildContext, app: App) -> None:
+        """Undeploy, snapshot, wipe, restore: every volume byte-identical again."""
+        self.port.purge(app.stack, keep_volumes=True)
+        before = {v: _tree_digest(p) for v, p in self.port.volumes(app.stack).items()}
+        root = scratch(ctx, "snapshots")
+        snap = snapshot(self.port, app.stack, root, {"recipe": app.recipe.name,
+                                                     "domain": app.recipe.domain,
+                                                     "version": app.recipe.version()})
+        for mountpoint in self.port.volumes(app.stack).values():
+            for child in mountpoint.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        restore(self.port, app.stack, snap)
+        after = {v: _tree_digest(p) for v, p in self.port.volumes(app.stack).items()}
+        if before != after:
+            raise SnapshotError("restored volumes differ from what was snapshotted")
+        ctx.log(f"backup → wipe → restore round trip of {len(before)} volume(s): identical\n")
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
