@@ -76,3 +76,23 @@ def gearman_server(request):
     yield ("127.0.0.1", port)
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def port(docker_swarm):
+    """The Swarm port on the real engine; fails a test that leaves a stack behind."""
+    from ccci_gate.swarm.port import SwarmPort
+    port = SwarmPort()
+    before = port.stacks()
+    yield port
+    left = port.stacks() - before
+    for stack in left:
+        port.purge(stack)
+    assert not left, f"the test left stacks behind: {left}"
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A worker host's Swarm bookkeeping (slots, leases) in a temporary folder."""
+    from ccci_gate.swarm.host import Host
+    return Host(tmp_path / "swarm-state", max_tests=2)

@@ -7,8 +7,13 @@ import io
 import subprocess
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
+from ccci_gate.core.layout import JobConfig
+from ccci_gate.worker.kinds import BuildContext
+
+from e2e_helpers import admin, admin_pipeline, finished, start_gatekeeper
 from git_helpers import git
 
 IMAGE = "ccci-test/busybox"
@@ -121,3 +126,49 @@ def commit_head(repo: Path, version: str, image: str, command: str = GOOD,
     git(repo, "update-ref", f"refs/pull/{number}/head", sha)
     git(repo, "checkout", "-q", "main")
     return sha
+
+
+def checkout(repo: Path, dest: Path, ref: str) -> Path:
+    """A workspace as the worker makes it: the project checked out at ``ref``."""
+    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
+    git(dest, "fetch", "-q", "origin", f"+{ref}:refs/ccci/head")
+    git(dest, "checkout", "-q", "--detach", "refs/ccci/head")
+    return dest
+
+
+def context(workspace: Path, job: str, recipe: str = "hello", **params: str
+            ) -> tuple[BuildContext, list[str]]:
+    """A build context for a kind run directly; the log lands in the returned list."""
+    lines: list[str] = []
+    ctx = BuildContext(JobConfig(job), {"RECIPE": recipe, "ZUUL_BRANCH": "main", **params},
+                       workspace, lines.append, deadline=time.monotonic() + 300)
+    return ctx, lines
+
+
+TRY = admin_pipeline("try")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_graph(tmp_path: Path, repo_root: Path, number: int,
+              project: str = "coop-cloud/hello") -> dict:
+    """The default graph (build → publish → install → systest) of ``project``'s pull
+    request ``number`` through a real gatekeeper; the finished item, with its logs."""
+    extra = tmp_path / "extra"
+    extra.mkdir(exist_ok=True)
+    (extra / "try.yaml").write_text(TRY + textwrap.dedent(f"""
+        projects:
+          - name: {project}
+            try: [build, publish, install, systest]
+        """))
+    gk = start_gatekeeper(tmp_path, extra, ROOT / "jobs", repo_root,
+                          layout=[str(ROOT / "jobs"), str(extra)])
+    try:
+        reply = admin(gk, "/admin/enqueue", {"pipeline": "try", "project": project,
+                                             "change": number})
+        assert reply.status_code in (200, 202), reply.text
+        [item] = finished(gk, timeout=300)
+        item["logs"] = {j["name"]: (gk.log_dir / f"{j['id']}.log").read_text()
+                        for j in item["jobs"] if j["id"] and (gk.log_dir / f"{j['id']}.log").exists()}
+        return item
+    finally:
+        gk.stop()

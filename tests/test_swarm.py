@@ -16,49 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from ccci_gate.core.layout import JobConfig
 from ccci_gate.swarm.host import Host
 from ccci_gate.swarm.recipe import Recipe, run_domain
 from ccci_gate.swarm.snapshot import SnapshotError, current, restore, snapshot
-from ccci_gate.worker.kinds import BuildContext, get_kind
+from ccci_gate.worker.kinds import get_kind
 
 from e2e_helpers import admin, admin_pipeline, finished, git, job_results, start_gatekeeper, wait_for, worker_process
-from recipe_helpers import CRASH, UNHEALTHY, build_image, commit_head, make_recipe
+from recipe_helpers import CRASH, TRY, UNHEALTHY, build_image, checkout, commit_head, context, make_recipe, run_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def port(docker_swarm):
-    from ccci_gate.swarm.port import SwarmPort
-    port = SwarmPort()
-    before = port.stacks()
-    yield port
-    left = port.stacks() - before
-    for stack in left:
-        port.purge(stack)
-    assert not left, f"the test left stacks behind: {left}"
-
-
-@pytest.fixture
-def host(tmp_path) -> Host:
-    return Host(tmp_path / "swarm-state", max_tests=2)
-
-
-def checkout(repo: Path, dest: Path, ref: str) -> Path:
-    """A workspace as the worker makes it: the project checked out at ``ref``."""
-    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
-    git(dest, "fetch", "-q", "origin", f"+{ref}:refs/ccci/head")
-    git(dest, "checkout", "-q", "--detach", "refs/ccci/head")
-    return dest
-
-
-def context(workspace: Path, job: str, **params: str) -> tuple[BuildContext, list[str]]:
-    lines: list[str] = []
-    ctx = BuildContext(JobConfig(job), {"RECIPE": "hello", "ZUUL_BRANCH": "main", **params},
-                       workspace, lines.append, deadline=time.monotonic() + 300)
-    return ctx, lines
 
 
 # --- lint --------------------------------------------------------------------------------
@@ -82,31 +49,6 @@ def test_lint_lists_every_problem(tmp_path, docker_swarm):
 
 
 # --- the default graph through the gatekeeper -----------------------------------------------
-
-TRY = admin_pipeline("try")
-
-
-def run_graph(tmp_path: Path, repo_root: Path, number: int) -> dict:
-    extra = tmp_path / "extra"
-    extra.mkdir(exist_ok=True)
-    (extra / "try.yaml").write_text(TRY + textwrap.dedent("""
-        projects:
-          - name: coop-cloud/hello
-            try: [build, publish, install, systest]
-        """))
-    gk = start_gatekeeper(tmp_path, extra, ROOT / "jobs", repo_root,
-                          layout=[str(ROOT / "jobs"), str(extra)])
-    try:
-        reply = admin(gk, "/admin/enqueue", {
-            "pipeline": "try", "project": "coop-cloud/hello", "change": number})
-        assert reply.status_code in (200, 202), reply.text
-        [item] = finished(gk, timeout=300)
-        item["logs"] = {j["name"]: (gk.log_dir / f"{j['id']}.log").read_text()
-                        for j in item["jobs"] if j["id"] and (gk.log_dir / f"{j['id']}.log").exists()}
-        return item
-    finally:
-        gk.stop()
-
 
 def test_default_graph_runs_a_real_recipe(tmp_path, port, monkeypatch):
     monkeypatch.setenv("CCCI_SWARM_STATE", str(tmp_path / "swarm-state"))

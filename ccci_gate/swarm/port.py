@@ -111,11 +111,14 @@ class SwarmPort:
             except docker.errors.NotFound:
                 state = {}
         health = (state.get("Health") or {}).get("Status", "")
-        if status.get("State") == "running" and state and not state.get("Running", False):
-            health = "unhealthy"
+        task_state, error = status.get("State", ""), status.get("Err", "") or ""
+        if task_state == "running" and state and not state.get("Running", False):
+            # the container ended before swarm noticed: say how it ended
+            task_state = "failed"
+            error = error or f"container exited ({state.get('ExitCode', '?')})"
         return TaskState(
-            id=task["ID"], slot=int(task.get("Slot") or 0), state=status.get("State", ""),
-            desired=task.get("DesiredState", ""), error=status.get("Err", "") or "",
+            id=task["ID"], slot=int(task.get("Slot") or 0), state=task_state,
+            desired=task.get("DesiredState", ""), error=error,
             exit_code=int(container.get("ExitCode") or state.get("ExitCode") or 0),
             current=(task.get("Spec") or {}).get("ContainerSpec") == container_spec,
             health=health, oom_killed=bool(state.get("OOMKilled")))
