@@ -41,12 +41,31 @@ services:
         - "coop-cloud.\${STACK_NAME}.version=$1"
         - "coop-cloud.\${STACK_NAME}.timeout=120"
         - "traefik.http.services.\${STACK_NAME}.loadbalancer.server.port=8080"
+        # a tiny app: watch it 10 s after convergence instead of the default 30 s
+        - "ccci.settle=10"
 volumes:
   data:
 YAML
   printf 'TYPE=hello\nDOMAIN=hello.example.com\nCOMPOSE_FILE="compose.yml"\n' > .env.sample
   mkdir -p release && echo "Release $1." > "release/$1"
+  hooks
   git add -A && git -c user.name=me -c user.email=me@example.com commit -qm "release $1"
+}
+
+hooks() {  # the recipe's own data checks: a note written through the app, read back
+  mkdir -p tests
+  cat > tests/ccci-seed <<'SH'
+#!/bin/sh
+set -e
+c=$(docker ps -q -f "label=com.docker.swarm.service.name=${STACK_NAME}_app" | head -n1)
+docker exec "$c" sh -c 'echo kept > /data/note'
+SH
+  cat > tests/ccci-verify <<'SH'
+#!/bin/sh
+c=$(docker ps -q -f "label=com.docker.swarm.service.name=${STACK_NAME}_app" | head -n1)
+test "$(docker exec "$c" cat /data/note)" = kept
+SH
+  chmod +x tests/ccci-seed tests/ccci-verify
 }
 
 for tag in 1 2 3; do image $tag; done
