@@ -36,8 +36,16 @@ def gearmand_bin() -> str:
 
 
 @pytest.fixture
-def docker_swarm() -> None:
+def docker_swarm():
+    """A Docker Engine with an active swarm, held alone: tests on one engine from several
+    pytest processes (a developer's runs beside each other) take turns, so a test never
+    sees another's stacks as its own leftovers."""
     require(docker_ready(), "a Docker Engine with an active swarm")
+    import fcntl
+    import tempfile
+    with open(os.path.join(tempfile.gettempdir(), "ccci-gate-docker-tests.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def free_port() -> int:
