@@ -8,7 +8,8 @@ one) and ``tar -xf`` of the same directory are timed as baselines (median of
 ``--rounds``, alternating, each starting with no dirty pages and, as root, a dropped
 page cache).
 Then the test recipe (tests/recipe_helpers.py) is cold-installed: deploy, converge and
-healthy, teardown proven empty.
+healthy, settle (its 5 s window), serving probed from the stack's network, teardown
+proven empty.
 
     python3 bench/swarm.py [--megabytes 300] [--rounds 5]
 """
@@ -113,10 +114,16 @@ def main() -> None:
         app.deploy()
         converged = app.wait_converged(120)
         up = time.perf_counter() - start
+        app.settle()                       # the recipe's ccci.settle label: 5 s
+        settled = time.perf_counter() - start
+        app.probe()
+        probed = time.perf_counter() - start
         app.teardown()
         total = time.perf_counter() - start
         print(f"cold install of the test recipe: converged and healthy in {up:.1f}s "
-              f"({len(converged)} service), torn down and proven empty at {total:.1f}s")
+              f"({len(converged)} service), settled (5 s window) at {settled:.1f}s, serving "
+              f"probed from the stack's network at {probed:.1f}s, torn down and proven empty "
+              f"at {total:.1f}s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
