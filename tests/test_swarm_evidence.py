@@ -127,3 +127,9 @@ def test_a_compose_reading_outside_the_recipe_is_refused(tmp_path: Path):
     assert any("outside the recipe" in p for p in recipe.lint())
     with pytest.raises(RecipeError, match="outside the recipe"):
         bundle_files(recipe)
+
+
+def test_a_service_the_head_dropped_is_a_stray():
+    assert evidence.strays([service(), service("old")], {"app": "img:2"}, S) == [
+        "service old is not in the head but still runs (docker stack deploy does not remove "
+        "services)"]

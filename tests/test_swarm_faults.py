@@ -180,3 +180,12 @@ def test_a_recipe_reading_files_deploys_from_its_bundle(tmp_path, port, monkeypa
                        "systest": "SUCCESS"}, item["logs"]
     assert "deploying the published bundle" in item["logs"]["install"]
     assert "generated 1 secret(s) the head adds" in item["logs"]["systest"]
+
+
+def test_a_compose_docker_refuses_is_the_changes_failure(tmp_path, port, host):
+    def fault(compose):
+        app(compose)["deploy"]["resources"] = {"limits": {"memory": "lots"}}
+    repo, sha = make_faulty(tmp_path / "repos", fault)
+    result, log, _ = run_kind(tmp_path, host, "recipe-install", repo, sha)
+    assert result == "FAILURE", log
+    assert "docker stack deploy" in log and "INFRASTRUCTURE" not in log, log

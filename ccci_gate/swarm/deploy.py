@@ -104,7 +104,10 @@ class App:
             stamp_file.write_text(yaml.safe_dump(stamp))
             self.log(f"deploying {self.recipe.name} {version or '(no version)'} as {self.stack}"
                      f"{' (chaos ' + commit[:8] + ')' if chaos and commit else ''}\n")
-            self.log(self.port.deploy(self.stack, files + [stamp_file], env, self.recipe.path))
+            try:
+                self.log(self.port.deploy(self.stack, files + [stamp_file], env, self.recipe.path))
+            except SwarmError as exc:   # the daemon's fault, or the compose file's
+                raise fail(Problem(str(exc), infra=bool(evidence.INFRA.search(str(exc))))) from None
 
     # --- waiting --------------------------------------------------------------------------
 
@@ -218,8 +221,9 @@ class App:
         problems += evidence.mount_changes(before, after, self.stack)
         if problems:
             raise DeployError("; ".join(problems))
-        return evidence.image_warnings(before, after, self.stack,
-                                       f"coop-cloud.{self.stack}.version")
+        return (evidence.image_warnings(before, after, self.stack,
+                                        f"coop-cloud.{self.stack}.version")
+                + evidence.strays(after, head.images(config), self.stack))
 
     # --- teardown ---------------------------------------------------------------------------
 

@@ -179,11 +179,20 @@ def reverted(services: Iterable[ServiceState], head_images: Mapping[str, str],
         service = live.get(name)
         if service is None:
             out.append(f"service {name} of the head is not deployed")
-        elif image and service.image != image:
+        elif image and service.image != image.split("@", 1)[0]:
             out.append(f"service {name} runs image {service.image}, not the head's {image}"
                        + (" (left at the base's image)"
                           if base_images.get(name) == service.image else ""))
     return out
+
+
+def strays(services: Iterable[ServiceState], head_images: Mapping[str, str],
+           stack: str) -> list[str]:
+    """Services still running that the head no longer defines (``docker stack deploy``
+    does not prune them): what runs is not only the head."""
+    return [f"service {name} is not in the head but still runs (docker stack deploy does "
+            f"not remove services)" for s in services
+            if (name := short(s.name, stack)) not in head_images and name != "ccci-probe"]
 
 
 def mount_changes(before: Iterable[ServiceState], after: Iterable[ServiceState],
