@@ -83,7 +83,7 @@ class Simulation:
                 self.check_tested(action)
                 self.landed.append(action.change.number)
                 self.merged += 1
-                pending += self.engine.handle(ev.ChangeMerged(action.item_id))
+                pending += self.engine.handle(ev.ItemMerged(action.item_id))
         self._dispatch()
 
     def check_tested(self, action: act.MergeChange) -> None:

@@ -24,7 +24,7 @@ from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import Store
-from .timer import TimerDriver
+from .drivers.timer import TimerDriver
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.routes import Router

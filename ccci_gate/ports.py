@@ -49,4 +49,4 @@ class Source(Protocol):
     """Where changes live: merging a tested change belongs here."""
 
     def merge(self, action: MergeChange) -> None:
-        """Merge; emit ``ChangeMerged`` or ``MergeRefused`` later."""
+        """Merge; emit ``ItemMerged`` or ``MergeRefused`` later."""

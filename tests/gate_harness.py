@@ -118,7 +118,7 @@ class Gate:
             f"{landed}: an untested combination")
         self.merges.append(n)
         self.tip += 1
-        return self.engine.handle(ev.ChangeMerged(action.item_id, f"tip{self.tip}"))
+        return self.engine.handle(ev.ItemMerged(action.item_id, f"tip{self.tip}"))
 
     def release_refs(self) -> None:
         pending, self.pending_refs = self.pending_refs, []

@@ -124,3 +124,29 @@ def test_validate_command_exit_status(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "bad.yaml:11: job test: requires unknown job 'nothing'" in err
+
+
+def test_a_trigger_of_a_driver_that_is_not_installed_names_its_line(tmp_path):
+    text = GOOD.replace("      admin: []\n", "      admin: []\n      gerrit:\n        - event: patchset-created\n")
+    [msg] = problems(tmp_path, text)
+    assert msg.startswith("layout.yaml:5: pipeline check: trigger: driver 'gerrit' is not installed")
+    assert "gitea" in msg and "timer" in msg
+
+
+def test_each_driver_checks_its_own_filters(tmp_path):
+    approval = GOOD.replace("      admin: []\n", "      gitea:\n        - event: comment\n"
+                            "          approval: {Code-Review: 2}\n")
+    assert problems(tmp_path, approval) == [
+        "layout.yaml:6: pipeline check: trigger.gitea.0.approval: unknown key 'approval'"]
+    never = GOOD.replace("      admin: []\n", "      gitea:\n        - event: push\n          action: opened\n")
+    [msg] = problems(tmp_path, never)
+    assert msg.startswith("layout.yaml:5: pipeline check: trigger.gitea.0: no Gitea event is push opened")
+
+
+def test_gitea_filters_become_core_filters_on_typed_events(tmp_path):
+    from ccci_gate.core import events as ev
+    text = GOOD.replace("      admin: []\n", "      gitea:\n        - event: comment\n"
+                        "        - event: pull_request\n          action: [synchronized, merged]\n")
+    comment, pr = load_layout([write(tmp_path, text)]).pipelines["check"].triggers["gitea"]
+    assert comment.events == (ev.CommentAdded,)          # new comments only, not edits
+    assert pr.events == (ev.PatchsetCreated, ev.ChangeMerged)

@@ -8,6 +8,7 @@ from ccci_gate.core import events as ev
 from ccci_gate.core.engine import Engine
 from ccci_gate.core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig
 from ccci_gate.core.model import Change
+from ccci_gate.core.triggers import TriggerFilter
 
 GRAPH = ("build", "publish", "install", "systest", "lint")
 
@@ -187,19 +188,18 @@ def test_reconfigure_keeps_builds_in_flight():
 def test_comment_trigger_filters(text, expected):
     lay = layout()
     lay = Layout(pipelines={"check": PipelineConfig(
-        "check", triggers={"gitea": ({"event": ["comment"], "comment": r"^!testme\s*$"},)})},
+        "check", triggers={"gitea": (TriggerFilter((ev.CommentAdded,), comment=(r"^!testme\s*$",)),)})},
         projects=lay.projects, jobs=lay.jobs)
     h = Harness(lay)
-    h.send(ev.TriggerEvent("gitea", "comment", CHANGE, action="created", comment=text,
-                           data={"authorized": True}))
+    h.send(ev.CommentAdded("gitea", CHANGE, authorized=True, comment=text))
     assert any(isinstance(a, act.PrepareRef) for a in h.actions) is expected
 
 
 def test_unauthorized_comment_never_runs():
     lay = layout()
     lay = Layout(pipelines={"check": PipelineConfig(
-        "check", triggers={"gitea": ({"event": ["comment"], "comment": r"^!testme\s*$"},)})},
+        "check", triggers={"gitea": (TriggerFilter((ev.CommentAdded,), comment=(r"^!testme\s*$",)),)})},
         projects=lay.projects, jobs=lay.jobs)
     h = Harness(lay)
-    h.send(ev.TriggerEvent("gitea", "comment", CHANGE, comment="!testme", data={"authorized": False}))
+    h.send(ev.CommentAdded("gitea", CHANGE, comment="!testme", authorized=False))
     assert h.actions == []

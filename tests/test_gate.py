@@ -87,7 +87,7 @@ def test_merge_conflict_in_the_middle_is_reported_and_skipped():
 def test_new_patchset_dequeues_the_old_item_and_resets_those_behind():
     g = Gate()
     g.enqueue(1, 2, 3)
-    g.send(ev.TriggerEvent("gitea", "pull_request", change(2, sha="sha2b"), action="synchronized"))
+    g.send(ev.PatchsetCreated("gitea", change(2, sha="sha2b"), authorized=True))
     assert g.queue() == [1, 3]
     assert g.prepared[-1] == (1, 3)
     assert all(n != 2 for n, _ in g.verdicts())  # no failure report for the old patchset
@@ -138,7 +138,7 @@ def test_retest_on_merge_reenqueues_each_outstanding_check_once():
     g.pass_all(1)                                 # merging 1 moves main
     assert g.queue("check") == [10, 11]
     assert len(g.prepared) == runs + 3            # 1 in the gate, 10 and 11 once each
-    g.send(ev.TriggerEvent("gitea", "push", change_ref_push(f"tip{g.tip}")))  # the same move
+    g.send(ev.BranchMoved("gitea", change_ref_push(f"tip{g.tip}")))  # the same move
     assert len(g.prepared) == runs + 3            # deduplicated
     g.run_until_quiet()
     assert g.verdicts("check")[-2:] == [(10, "SUCCESS"), (11, "SUCCESS")]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ccci_gate.drivers.gitea.connection import verify_signature
+from ccci_gate.drivers.gitea.webhook import verify_signature
 from ccci_gate.drivers.gitea.payloads import PayloadError, parse, parse_api_comment, pr_number_of
 
 from fake_gitea import CONFORMANCE, ApiSpec, headers_for

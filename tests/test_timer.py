@@ -6,10 +6,10 @@ import calendar
 from ccci_gate.core import actions as act
 from ccci_gate.core.engine import Engine
 from ccci_gate.core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig
-from ccci_gate.timer import TimerDriver
+from ccci_gate.drivers.timer import FILTER, TimerDriver, filters
 
 LAYOUT = Layout(
-    pipelines={"periodic": PipelineConfig("periodic", triggers={"timer": ({"time": "0 3 * * *"},)}),
+    pipelines={"periodic": PipelineConfig("periodic", triggers={"timer": filters([FILTER({"time": "0 3 * * *"})])}),
                "check": PipelineConfig("check", triggers={"admin": ()})},
     projects={"org/a": ProjectConfig("org/a", pipelines={"periodic": ("noop",), "check": ("noop",)}),
               "org/b": ProjectConfig("org/b", pipelines={"check": ("noop",)})},

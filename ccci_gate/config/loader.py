@@ -1,15 +1,17 @@
 """Load layout files into a frozen :class:`~ccci_gate.core.layout.Layout`.
 
 Every problem is collected — YAML syntax, schema, duplicates, unknown pipelines or jobs,
-``requires`` cycles — and reported together, each with ``file:line``, a message and the
-offending stanza. A layout with any problem is never returned.
+``requires`` cycles, triggers of drivers that are not installed — and reported together,
+each with ``file:line``, a message and the offending stanza. A layout with any problem
+is never returned. Each ``trigger:`` value is checked and translated by its driver
+(:mod:`ccci_gate.drivers.registry`), so this module names no driver.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import voluptuous as v
 import yaml
@@ -17,6 +19,8 @@ import yaml
 from ..core.jobgraph import find_cycle
 from ..core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig, WindowConfig
 from ..core.managers import MANAGER_CLASSES
+from ..core.triggers import TriggerFilter
+from ..drivers.base import Driver
 from .schema import FILE, PROJECT_KEYS, STANZAS
 
 STANZA_LINES = 6
@@ -87,7 +91,8 @@ class _Stanza:
 class _Reader:
     """Collects stanzas and problems over several files."""
 
-    def __init__(self) -> None:
+    def __init__(self, drivers: Mapping[str, Driver]) -> None:
+        self.drivers = drivers
         self.problems: list[LayoutProblem] = []
         self.stanzas: list[_Stanza] = []
         self.texts: dict[str, list[str]] = {}
@@ -128,16 +133,51 @@ class _Reader:
 
     def _stanza(self, file: str, section: str, raw: Any) -> None:
         line = getattr(raw, "line", 0)
+        label = f"{section[:-1]} {raw.get('name', '?')}" if isinstance(raw, dict) else section
+        filters = self._triggers(file, raw, label) if section == "pipelines" else {}
         try:
             data = STANZAS[section](raw)
         except v.MultipleInvalid as exc:
-            label = f"{section[:-1]} {raw.get('name', '?')}" if isinstance(raw, dict) else section
             if isinstance(raw, dict):
                 self.invalid.add((section, str(raw.get("name"))))
             for err in exc.errors:
                 self.problem(file, _line_of(raw, err.path) or line, _describe(label, err), line)
             return
+        if filters is None:
+            self.invalid.add((section, str(data["name"])))
+            return
+        if section == "pipelines":
+            data = {**data, "trigger": filters}
         self.stanzas.append(_Stanza(section, data, file, line, raw))
+
+    def _triggers(self, file: str, raw: Any, label: str) -> dict[str, tuple[TriggerFilter, ...]] | None:
+        """Each ``trigger:`` value checked and translated by its driver (None: problems;
+        a ``trigger`` that is not a mapping is the pipeline schema's to report)."""
+        triggers = raw.get("trigger") if isinstance(raw, dict) else None
+        if not isinstance(triggers, dict):
+            return {}
+        out: dict[str, tuple[TriggerFilter, ...]] = {}
+        ok = True
+        for name, value in triggers.items():
+            path = ["trigger", name]
+            driver = self.drivers.get(name)
+            if driver is None or driver.trigger_schema is None:
+                why = "is not installed" if driver is None else "cannot trigger pipelines"
+                line = getattr(triggers, "key_lines", {}).get(name) or _line_of(raw, path)
+                self.problem(file, line, f"{label}: trigger: driver {name!r} {why} "
+                             f"(installed: {', '.join(self.drivers)})", raw.line)
+                ok = False
+                continue
+            try:
+                value = v.Schema(driver.trigger_schema)(value)
+            except v.MultipleInvalid as exc:
+                for err in exc.errors:
+                    err.prepend(path)
+                    self.problem(file, _line_of(raw, err.path), _describe(label, err), raw.line)
+                ok = False
+                continue
+            out[str(name)] = driver.filters(value)
+        return out if ok else None
 
 
 def _line_of(node: Any, path: Sequence[Any]) -> int:
@@ -176,9 +216,13 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_layout(paths: Iterable[Path | str]) -> Layout:
-    """Read, validate and build the layout from files and directories."""
-    reader = _Reader()
+def load_layout(paths: Iterable[Path | str], drivers: Mapping[str, Driver] | None = None) -> Layout:
+    """Read, validate and build the layout from files and directories; ``drivers`` are
+    the installed ones by default."""
+    if drivers is None:
+        from ..drivers.registry import drivers as installed
+        drivers = installed()
+    reader = _Reader(drivers)
     files = _files(Path(p) for p in paths)
     if not files:
         raise LayoutError([LayoutProblem(", ".join(map(str, paths)) or "(none)", 0,
@@ -265,7 +309,7 @@ def _pipeline(d: dict) -> PipelineConfig:
         name=d["name"], manager=d["manager"], description=d["description"],
         precedence=d["precedence"], quick=d["quick"], retest_on_merge=d["retest-on-merge"],
         window=WindowConfig(w["start"], w["floor"], w["increase"], w["decrease-factor"]),
-        triggers={driver: tuple(dict(f) for f in filters) for driver, filters in d["trigger"].items()},
+        triggers=dict(d["trigger"]),
         reporters={phase: {drv: dict(opts or {}) for drv, opts in d[phase].items()}
                    for phase in ("start", "success", "failure", "merge-failure") if d[phase]},
         batch=d["batch"], batch_max=d["batch-max"])

@@ -40,8 +40,11 @@ class Engine:
 
     def handle(self, event: ev.Event) -> list[Action]:
         """Apply ``event``; return what must be done, after walking every queue."""
-        handler = getattr(self, "_on_" + type(event).__name__, None)
-        actions: list[Action] = handler(event) if handler else self._on_other(event)
+        handler = self.HANDLERS.get(type(event))
+        if handler is None:
+            self.note(f"ignored event {type(event).__name__}")
+            return []
+        actions: list[Action] = handler(self, event)
         everything = isinstance(event, (ev.ReconfigureRequest, ev.PauseRequest))
         return actions + self.process(everything=everything)
 
@@ -67,45 +70,49 @@ class Engine:
                 return actions
         raise RuntimeError("pipelines did not settle")  # pragma: no cover - a manager bug
 
-    def _on_other(self, event: ev.Event) -> list[Action]:
-        for manager in self.managers.values():
-            on_event = getattr(manager, "on_event", None)
-            if on_event is not None:
-                actions = on_event(event)
-                if actions is not None:
-                    return actions
-        self.note(f"ignored event {type(event).__name__}")
-        return []
-
     def note(self, text: str) -> None:
         self.log.append(text)
         del self.log[:-200]
 
     # --- triggers -----------------------------------------------------------------------
 
-    def _on_TriggerEvent(self, event: ev.TriggerEvent) -> list[Action]:
+    def _on_trigger(self, event: ev.TriggerEvent) -> list[Action]:
+        """Enqueue the event's change in every pipeline whose filters accept it."""
         actions: list[Action] = []
-        change = event.change
-        if event.type == "pull_request" and event.action == "synchronized":
-            actions += self.supersede(change)
-        if event.type == "pull_request" and event.action in ("closed", "merged"):
-            actions += self.dequeue_everywhere(change.key, f"pull request {event.action}",
-                                               keep_merging=True)
-            for key in [k for k in self.ctx.last_run if k[1] == change.key]:
-                del self.ctx.last_run[key]
-        if event.type == "push" and change.ref.startswith("refs/heads/") and change.number is None:
-            actions += self.branch_moved(change.project, change.ref[len("refs/heads/"):],
-                                         change.sha or "")
         for name, manager in self.managers.items():
-            if event.driver == "timer" and event.data.get("pipeline") != name:
-                continue
             if pipeline_accepts(manager.config.triggers, event):
-                actions += self.enqueue(name, change, quick=manager.config.quick)
-        for manager in self.managers.values():
-            on_trigger = getattr(manager, "on_trigger", None)
-            if on_trigger is not None:
-                actions += on_trigger(event)
+                actions += self.enqueue(name, event.change, quick=manager.config.quick)
         return actions
+
+    def _on_patchset(self, event: ev.PatchsetCreated) -> list[Action]:
+        return self.supersede(event.change) + self._on_trigger(event)
+
+    def _on_change_closed(self, event: ev.ChangeClosed | ev.ChangeMerged) -> list[Action]:
+        """A change closed or merged at its source leaves every pipeline, unreported
+        (an item the gate is merging itself stays: its own merge notice races this)."""
+        change = event.change
+        what = "merged" if isinstance(event, ev.ChangeMerged) else "closed"
+        actions = self.dequeue_everywhere(change.key, f"change {what} at its source",
+                                          keep_merging=True)
+        self._forget_runs(change.key)
+        return actions + self._on_trigger(event)
+
+    def _on_branch_moved(self, event: ev.BranchMoved) -> list[Action]:
+        change = event.change
+        return (self.branch_moved(change.project, change.branch, change.sha or "")
+                + self._on_trigger(event))
+
+    def _on_timer(self, event: ev.TimerFired) -> list[Action]:
+        """A timer fires for one pipeline only."""
+        manager = self.managers.get(event.pipeline)
+        if manager is None or not pipeline_accepts(manager.config.triggers, event):
+            return []
+        return self.enqueue(event.pipeline, event.change, quick=manager.config.quick)
+
+    def _forget_runs(self, key: tuple) -> None:
+        """A change that merged or closed needs no retest and no rerun."""
+        for run in [k for k in self.ctx.last_run if k[1] == key]:
+            del self.ctx.last_run[run]
 
     def _on_EnqueueRequest(self, event: ev.EnqueueRequest) -> list[Action]:
         if event.pipeline not in self.managers:
@@ -216,14 +223,13 @@ class Engine:
 
     # --- merges at the source and moving branches -----------------------------------------
 
-    def _on_ChangeMerged(self, event: ev.ChangeMerged) -> list[Action]:
+    def _on_ItemMerged(self, event: ev.ItemMerged) -> list[Action]:
         item = self.ctx.items.get(event.item_id)
         manager = self.managers.get(item.pipeline) if item else None
-        if item is None or not hasattr(manager, "merged"):
+        if item is None or manager is None:
             return []
-        manager.merged(item)  # type: ignore[union-attr]
-        for key in [k for k in self.ctx.last_run if k[1] == item.change.key]:
-            del self.ctx.last_run[key]  # a merged change needs no retest
+        manager.merged(item)
+        self._forget_runs(item.change.key)
         actions = self.process()
         return actions + self.branch_moved(item.change.project, item.change.branch, event.tip,
                                            exclude=item.change.key)
@@ -231,12 +237,9 @@ class Engine:
     def _on_MergeRefused(self, event: ev.MergeRefused) -> list[Action]:
         item = self.ctx.items.get(event.item_id)
         manager = self.managers.get(item.pipeline) if item else None
-        if item is not None and hasattr(manager, "merge_refused"):
-            manager.merge_refused(item, event.status, event.message)  # type: ignore[union-attr]
+        if item is not None and manager is not None:
+            manager.merge_refused(item, event.status, event.message)
         return []
-
-    def _on_BranchMoved(self, event: ev.BranchMoved) -> list[Action]:
-        return self.branch_moved(event.project, event.branch, event.tip)
 
     def branch_moved(self, project: str, branch: str, tip: str = "",
                      exclude: tuple | None = None) -> list[Action]:
@@ -275,10 +278,8 @@ class Engine:
 
     def _on_PromoteRequest(self, event: ev.PromoteRequest) -> list[Action]:
         manager, item = self._managed_item(event.pipeline, event.change_key)
-        if item is None or not hasattr(manager, "promote"):
+        if item is None or manager is None or not manager.promote(item):
             self.note(f"cannot promote {event.change_key} in {event.pipeline}")
-            return []
-        manager.promote(item)  # type: ignore[union-attr]
         return []
 
     def _on_RetriggerRequest(self, event: ev.RetriggerRequest) -> list[Action]:
@@ -324,6 +325,35 @@ class Engine:
                     actions += manager.dequeue(item, f"pipeline {name} removed by reconfiguration")
         self.note(f"reconfigured: {len(layout.pipelines)} pipelines")
         return actions
+
+    # --- the handler table: every event class the engine understands ---------------------
+
+    HANDLERS: dict[type[ev.Event], Callable[["Engine", Any], list[Action]]] = {
+        ev.ChangeOpened: _on_trigger,
+        ev.ChangeReopened: _on_trigger,
+        ev.ChangeEdited: _on_trigger,
+        ev.CommentAdded: _on_trigger,
+        ev.CommentEdited: _on_trigger,
+        ev.PatchsetCreated: _on_patchset,
+        ev.ChangeClosed: _on_change_closed,
+        ev.ChangeMerged: _on_change_closed,
+        ev.BranchMoved: _on_branch_moved,
+        ev.BranchCreated: _on_branch_moved,
+        ev.TimerFired: _on_timer,
+        ev.EnqueueRequest: _on_EnqueueRequest,
+        ev.DequeueRequest: _on_DequeueRequest,
+        ev.PromoteRequest: _on_PromoteRequest,
+        ev.RetriggerRequest: _on_RetriggerRequest,
+        ev.PauseRequest: _on_PauseRequest,
+        ev.ReconfigureRequest: _on_ReconfigureRequest,
+        ev.RefPrepared: _on_RefPrepared,
+        ev.MergeFailed: _on_MergeFailed,
+        ev.BuildStarted: _on_BuildStarted,
+        ev.BuildProgress: _on_BuildProgress,
+        ev.BuildCompleted: _on_BuildCompleted,
+        ev.ItemMerged: _on_ItemMerged,
+        ev.MergeRefused: _on_MergeRefused,
+    }
 
     # --- views --------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Frozen events: the only thing other threads hand to the scheduler.
 
-Drivers (Gitea, timer, CLI/admin API) produce **trigger events**; the ports
-(merger, Gearman dispatch) produce **result events** about work the scheduler asked
-for. Every event is an immutable value, safe to pass between threads.
+Drivers (Gitea, timer) produce **trigger events** with a meaning of their own
+(:class:`PatchsetCreated`, :class:`CommentAdded`, :class:`BranchMoved`...); the CLI and
+admin API produce **operator requests**; the ports (merger, Gearman dispatch, sources)
+produce **result events** about work the scheduler asked for. Every event is an
+immutable value, safe to pass between threads. The engine handles each class through
+an explicit table (``core.engine.Engine.HANDLERS``).
 """
 from __future__ import annotations
 
@@ -18,26 +21,90 @@ class Event:
 
 
 # --- trigger events (drivers → scheduler) -------------------------------------------
+#
+# Each driver translates its forge's vocabulary (Gitea's ``pull_request``/``synchronized``,
+# Gerrit's ``patchset-created``...) into these; the core never sees a forge's words.
+# ``source`` is the name of the driver as the layout's ``trigger:`` spells it
+# (``gitea``, ``timer``...): it picks the filters that apply, nothing more.
 
 @dataclass(frozen=True)
 class TriggerEvent(Event):
-    """Something happened at a source; pipelines' trigger filters decide what it means.
+    """Something happened to ``change`` at a source; pipelines' filters decide what it
+    means. ``user`` did it; ``authorized`` is the driver's word that the user may trigger
+    (comments need it unless a filter says otherwise)."""
 
-    ``type`` is the driver's event name (``comment``, ``pull_request``, ``push``,
-    ``timer``...), ``action`` its sub-kind (``opened``, ``synchronized``, ``closed``,
-    ``merged``...), ``comment`` the comment text if any, ``user`` who did it.
-    ``change`` is what would be enqueued.
-    """
-
-    driver: str
-    type: str
+    source: str
     change: Change
-    action: str = ""
-    comment: str = ""
     user: str = ""
+    authorized: bool = False
     connection: str = ""
-    delivery: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChangeOpened(TriggerEvent):
+    """A change (pull request) was opened."""
+
+
+@dataclass(frozen=True)
+class ChangeReopened(TriggerEvent):
+    """A closed change was opened again."""
+
+
+@dataclass(frozen=True)
+class PatchsetCreated(TriggerEvent):
+    """A change got a new head (a new patchset): items of older ones are superseded."""
+
+
+@dataclass(frozen=True)
+class ChangeEdited(TriggerEvent):
+    """A change's title or description was edited (its code did not change)."""
+
+
+@dataclass(frozen=True)
+class ChangeClosed(TriggerEvent):
+    """A change was closed without merging: it leaves every pipeline, unreported."""
+
+
+@dataclass(frozen=True)
+class ChangeMerged(TriggerEvent):
+    """A change was merged at its source (by the gate or by hand): it leaves every
+    pipeline, and its branch moved."""
+
+
+@dataclass(frozen=True)
+class CommentAdded(TriggerEvent):
+    """Someone commented on a change; ``comment`` is the text."""
+
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class CommentEdited(CommentAdded):
+    """A comment was edited (triggers only filters that ask for edits)."""
+
+
+@dataclass(frozen=True)
+class BranchMoved(TriggerEvent):
+    """A branch got a new tip (a push); ``change`` is the ref item of the new tip
+    (``change.sha``; ``change.oldrev`` the old one)."""
+
+
+@dataclass(frozen=True)
+class BranchCreated(BranchMoved):
+    """A branch was created by a push."""
+
+
+@dataclass(frozen=True)
+class TimerFired(TriggerEvent):
+    """A timer schedule of ``pipeline`` came due; ``change`` is the ref item to run."""
+
+    pipeline: str = ""
+    time: float = 0.0
+
+
+TRIGGER_EVENTS: tuple[type[TriggerEvent], ...] = (
+    ChangeOpened, ChangeReopened, PatchsetCreated, ChangeEdited, ChangeClosed, ChangeMerged,
+    CommentAdded, CommentEdited, BranchMoved, BranchCreated, TimerFired)
 
 
 @dataclass(frozen=True)
@@ -115,21 +182,12 @@ class BuildCompleted(Event):
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ReportDone(Event):
-    """A reporter finished (or gave up on) a report; informational."""
-
-    item_id: str
-    phase: str
-    ok: bool
-    message: str = ""
-
-
 # --- merging at the source (source → scheduler) ------------------------------------
 
 @dataclass(frozen=True)
-class ChangeMerged(Event):
-    """The source merged an item's change; ``tip`` is the branch's new tip if known."""
+class ItemMerged(Event):
+    """The source merged an item's change as the gate asked; ``tip`` is the branch's
+    new tip if known."""
 
     item_id: str
     tip: str = ""
@@ -142,15 +200,6 @@ class MergeRefused(Event):
     item_id: str
     status: int
     message: str
-
-
-@dataclass(frozen=True)
-class BranchMoved(Event):
-    """A target branch got a new tip outside the gate (a push)."""
-
-    project: str
-    branch: str
-    tip: str = ""
 
 
 # --- operator commands ----------------------------------------------------------------

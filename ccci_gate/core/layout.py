@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .triggers import TriggerFilter
 
 MANAGERS = ("independent", "dependent", "serial", "supercedent")
 PRECEDENCES = ("high", "normal", "low")
@@ -73,15 +76,16 @@ class PipelineConfig:
     """A pipeline: which events enter it, how items are ordered, who hears the results.
 
     ``triggers`` maps a driver name (``gitea``, ``timer``, ``admin``...) to its filters,
-    each filter a mapping the driver understands. ``reporters`` maps a phase
-    (``start``, ``success``, ``failure``, ``merge-failure``) to ``{driver: options}``.
+    already translated by that driver into core :class:`~.triggers.TriggerFilter`
+    values. ``reporters`` maps a phase (``start``, ``success``, ``failure``,
+    ``merge-failure``) to ``{driver: options}``.
     """
 
     name: str
     manager: str = "independent"
     description: str = ""
     precedence: str = "normal"
-    triggers: Mapping[str, tuple[Mapping, ...]] = field(default_factory=dict)
+    triggers: Mapping[str, tuple["TriggerFilter", ...]] = field(default_factory=dict)
     reporters: Mapping[str, Mapping[str, Mapping]] = field(default_factory=dict)
     window: WindowConfig = field(default_factory=WindowConfig)
     retest_on_merge: bool = False

@@ -1,74 +1,65 @@
 """Trigger filters: does a trigger event enter a pipeline?
 
-A pipeline's ``trigger`` maps a driver name to a list of filters; an event enters when
-any filter of its driver matches. A filter matches when every key it sets matches:
+A pipeline's ``triggers`` maps a source (a driver name as the layout's ``trigger:``
+spells it) to a tuple of :class:`TriggerFilter`; an event from that source enters when
+any of them matches (an empty tuple accepts every event of the source). Filters are
+built by the driver that owns the YAML (``drivers/<name>``): it translates its forge's
+words (Gitea's ``event: pull_request``, ``action: synchronized``) into the core's event
+classes, so nothing here knows a forge.
 
-- ``event``: the event's ``type`` is one of these (``comment``, ``pull_request``, ``push``...)
-- ``action``: the event's ``action`` is one of these (``opened``, ``synchronized``...);
-  comment events default to ``created`` (edits do not trigger unless asked for)
-- ``comment``: regex searched in the comment text (anchor it: ``^!testme\\s*$``)
-- ``branch`` / ``ref``: regex fully matching the change's branch / ref
-- ``require-authorized``: the driver vouched for the user (``data["authorized"]``);
-  on by default for comment events
-- ``pipeline``: (timer) the pipeline the timer fired for
+A filter matches when every part it sets matches:
+
+- ``events``: the event's class is one of these (exactly: an edited comment is not an
+  added one); empty means any
+- ``comment``: a regex searched in the comment text (anchor it: ``^!testme\\s*$``)
+- ``branch`` / ``ref``: a regex fully matching the change's branch / ref
+- ``require_authorized``: the driver vouched for the user; ``None`` means "only for
+  comments"
+- ``extra``: what the owning driver keeps for itself (the timer's cron); never read here
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
-from .events import TriggerEvent
-
-
-def _as_list(value: object) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
+from .events import CommentAdded, TriggerEvent
 
 
-def _get(flt: Mapping, key: str) -> object:
-    return flt.get(key, flt.get(key.replace("-", "_")))
+@dataclass(frozen=True)
+class TriggerFilter:
+    """One filter of a pipeline's trigger, in the core's vocabulary."""
 
+    events: tuple[type[TriggerEvent], ...] = ()
+    comment: tuple[str, ...] = ()
+    branch: tuple[str, ...] = ()
+    ref: tuple[str, ...] = ()
+    require_authorized: bool | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
-def filter_matches(flt: Mapping, event: TriggerEvent) -> bool:
-    """Whether one filter of a pipeline's trigger matches ``event``."""
-    events = _as_list(_get(flt, "event"))
-    if events and event.type not in events:
-        return False
-    actions = _as_list(_get(flt, "action"))
-    if not actions and event.type == "comment":
-        actions = ["created", ""]  # an edited comment triggers only when asked for
-    if actions and event.action not in actions:
-        return False
-    comment = _get(flt, "comment")
-    if comment is not None:
-        if not any(re.search(c, event.comment or "", re.MULTILINE) for c in _as_list(comment)):
+    def matches(self, event: TriggerEvent) -> bool:
+        if self.events and type(event) not in self.events:
             return False
-    branch = _get(flt, "branch")
-    if branch is not None and not any(re.fullmatch(b, event.change.branch) for b in _as_list(branch)):
-        return False
-    ref = _get(flt, "ref")
-    if ref is not None and not any(re.fullmatch(r, event.change.ref) for r in _as_list(ref)):
-        return False
-    pipeline = _get(flt, "pipeline")
-    if pipeline is not None and event.data.get("pipeline") != pipeline:
-        return False
-    require_auth = _get(flt, "require-authorized")
-    if require_auth is None:
-        require_auth = event.type == "comment"
-    if require_auth and not event.data.get("authorized", False):
-        return False
-    return True
+        if self.comment:
+            text = event.comment if isinstance(event, CommentAdded) else ""
+            if not any(re.search(c, text or "", re.MULTILINE) for c in self.comment):
+                return False
+        if self.branch and not any(re.fullmatch(b, event.change.branch) for b in self.branch):
+            return False
+        if self.ref and not any(re.fullmatch(r, event.change.ref) for r in self.ref):
+            return False
+        require = self.require_authorized
+        if require is None:
+            require = isinstance(event, CommentAdded)
+        return not (require and not event.authorized)
 
 
-def pipeline_accepts(triggers: Mapping[str, Iterable[Mapping]], event: TriggerEvent) -> bool:
-    """Whether any filter of the pipeline's trigger for ``event.driver`` matches."""
-    filters = triggers.get(event.driver)
+def pipeline_accepts(triggers: Mapping[str, Iterable[TriggerFilter]], event: TriggerEvent) -> bool:
+    """Whether any filter of the pipeline's trigger for ``event.source`` matches."""
+    filters = triggers.get(event.source)
     if filters is None:
         return False
-    filters = list(filters)
+    filters = tuple(filters)
     if not filters:
         return True
-    return any(filter_matches(f, event) for f in filters)
+    return any(f.matches(event) for f in filters)

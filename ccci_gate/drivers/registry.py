@@ -1,25 +1,66 @@
-"""Connections: the configured source drivers (Gitea, ...) as one collection.
+"""The driver registry, and the configured connections as one collection.
 
-Settings name each connection and its ``driver``; this module builds them and gives
-the gatekeeper their reporters (by connection name and by driver name, so a layout
-can say ``gitea: {}``), their sources (for merging), their HTTP routes and their
+Drivers are plugins (see :mod:`ccci_gate.drivers.base`): every module or package under
+``ccci_gate/drivers/`` that defines ``DRIVER``, and every ``ccci_gate.drivers`` entry
+point of an installed distribution (``name = package.module:DRIVER``). Nothing here
+names a driver: adding one touches no file of the registry, the core or the config.
+
+Settings name each connection and its ``driver``; :func:`build_connections` builds them
+and gives the gatekeeper their reporters (by connection name and by driver name, so a
+layout can say ``gitea: {}``), their sources (for merging), their HTTP routes and their
 background threads.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import pkgutil
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
+
+import voluptuous as v
 
 from ..ports import Emit
 from ..web.routes import Router
+from .base import Driver
 
-# driver name → "module:factory"; a factory takes (name, options, emit, state_dir)
-# and returns a connection object (see Connection below).
-DRIVERS: dict[str, str] = {
-    "gitea": "ccci_gate.drivers.gitea.connection:from_settings",
-}
+log = logging.getLogger("ccci_gate.drivers")
+
+ENTRY_POINTS = "ccci_gate.drivers"
+_NOT_DRIVERS = {"base", "registry"}
+
+
+@functools.lru_cache(maxsize=1)
+def drivers() -> Mapping[str, Driver]:
+    """Every installed driver by name (found once per process)."""
+    found: dict[str, Driver] = {}
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in _NOT_DRIVERS:
+            continue
+        driver = getattr(importlib.import_module(f"{__package__}.{info.name}"), "DRIVER", None)
+        if isinstance(driver, Driver):
+            found[driver.name] = driver
+    for point in entry_points(group=ENTRY_POINTS):
+        try:
+            driver = point.load()
+        except Exception:  # a broken plugin must not stop the gatekeeper
+            log.exception("driver entry point %s failed to load", point.name)
+            continue
+        if isinstance(driver, Driver):
+            found.setdefault(driver.name, driver)
+    return dict(sorted(found.items()))
+
+
+def get(name: str) -> Driver:
+    """The driver called ``name``; ValueError naming the installed ones if missing."""
+    known = drivers()
+    if name not in known:
+        raise ValueError(f"no driver {name!r} is installed (installed: {', '.join(known)})")
+    return known[name]
 
 
 @dataclass
@@ -61,21 +102,21 @@ class Connections:
                 conn.stop()
 
 
-def _factory(driver: str) -> Callable[..., Any]:
-    try:
-        target = DRIVERS[driver]
-    except KeyError:
-        raise ValueError(f"unknown connection driver {driver!r}; known: {', '.join(DRIVERS)}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def build_connections(config: Mapping[str, Mapping[str, Any]], emit: Emit,
                       state_dir: Path) -> Connections:
-    """Build every connection of the settings' ``connections`` mapping."""
+    """Build every connection of the settings' ``connections`` mapping; each driver
+    checks its own options."""
     conns = Connections()
     for name, options in config.items():
-        driver = str(options["driver"])
-        conns.items[name] = _factory(driver)(name, dict(options), emit, state_dir / "connections" / name)
-        conns.drivers[name] = driver
+        driver = get(str(options["driver"]))
+        if driver.connect is None:
+            raise ValueError(f"connection {name!r}: driver {driver.name!r} takes no connection")
+        opts = dict(options)
+        if driver.settings_schema is not None:
+            try:
+                opts = driver.settings_schema(opts)
+            except v.Invalid as exc:
+                raise ValueError(f"connection {name!r}: {exc}") from None
+        conns.items[name] = driver.connect(name, opts, emit, state_dir / "connections" / name)
+        conns.drivers[name] = driver.name
     return conns

@@ -11,7 +11,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.actions import MergeChange
-from ..core.events import ChangeMerged, MergeRefused
+from ..core.events import ItemMerged, MergeRefused
 from ..ports import Emit
 from .git import GitError, check_project, check_ref, git
 from .merger import GitMerger
@@ -46,7 +46,7 @@ class GitSource:
             self.emit(MergeRefused(action.item_id, 409, str(exc)))
         else:
             log.info("merged %s into %s at %s", change.describe(), branch, action.commit)
-            self.emit(ChangeMerged(action.item_id, action.commit))
+            self.emit(ItemMerged(action.item_id, action.commit))
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)

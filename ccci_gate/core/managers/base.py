@@ -108,6 +108,16 @@ class PipelineManager:
         """Called after an item reported and left its queue."""
         return []
 
+    def merged(self, item: Item) -> None:
+        """The source merged ``item``'s change as asked (only gates ask)."""
+
+    def merge_refused(self, item: Item, status: int, message: str) -> None:
+        """The source refused to merge ``item``'s change (only gates ask)."""
+
+    def promote(self, item: Item) -> bool:
+        """Move ``item`` to the head of its queue; False where order means nothing."""
+        return False
+
     def adopt(self, previous: "PipelineManager") -> None:
         """Take over the queues of the manager this one replaces (reconfiguration)."""
         self.queues = previous.queues

@@ -130,10 +130,11 @@ class DependentManager(PipelineManager):
 
     # --- operator commands --------------------------------------------------------------
 
-    def promote(self, item: Item) -> None:
+    def promote(self, item: Item) -> bool:
         """Move ``item`` to the head of its queue; what it overtakes is reset by the walk."""
         queue = item.queue
         queue.items.remove(item)
         queue.items.insert(0, item)
         for other in queue.items:
             self.ctx.touch(other)
+        return True

@@ -1,6 +1,7 @@
-"""A Gitea connection: webhooks and polling in, statuses and comments out, merges.
+"""A Gitea connection: everything one Gitea server is to the gatekeeper.
 
-Configured in the gatekeeper's settings under ``connections`` (see ``doc/gitea.md``)::
+Configured in the gatekeeper's settings under ``connections`` (see ``doc/gitea.md`` and
+``settings.py``)::
 
     connections:
       gitea:
@@ -9,80 +10,44 @@ Configured in the gatekeeper's settings under ``connections`` (see ``doc/gitea.m
         token-file: /etc/ccci-gate/gitea-token
         webhook-secret-file: /etc/ccci-gate/gitea-webhook-secret
 
-Events in: ``POST /webhooks/<connection>`` checks ``X-Gitea-Signature`` (hex
-HMAC-SHA256 of the raw body, constant-time compare), parses the payload
-(``payloads.py``), drops redeliveries (``X-Gitea-Delivery``) and answers at once; a
-single worker thread then resolves what needs the API (the head sha of an old comment
-payload, whether the commenter may trigger) and emits a ``TriggerEvent``. Polling, if
-configured, feeds the same path; a comment id is acted on once, whichever way it came.
+The parts, one module each: ``webhook`` (signed webhooks in), ``poller`` (comments
+polled in), ``authorization`` (who may trigger), ``source`` (merges out), ``reporter``
+(statuses and the PR comment out, through the ``store``'s outbox). This module wires
+them and runs the single event thread: it takes queued hooks, resolves what needs the
+API (the head sha of an old comment payload, whether the commenter may trigger) and
+emits the core event ``triggers`` names for them.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import queue
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import voluptuous as v
 
-from ...core.actions import MergeChange
-from ...core.events import ChangeMerged, MergeRefused, TriggerEvent
+from ...core.events import CommentAdded, TriggerEvent
 from ...core.model import Change
 from ...ports import Emit
-from ...web.routes import Request, Response, Router
+from ...web.routes import Router
 from .api import GiteaAPI, GiteaError, GiteaUnavailable
-from .payloads import Hook, PayloadError, parse, parse_api_comment, pr_number_of
+from .authorization import Authorizer
+from .payloads import Hook
+from .poller import Poller
 from .reporter import MARKER, GiteaReporter, Outbox, load_template
+from .settings import OPTIONS, secret
+from .source import GiteaSource
 from .store import GiteaStore
+from .triggers import event_class
+from .webhook import WebhookReceiver
 
 log = logging.getLogger("ccci_gate.drivers.gitea")
 
-MAX_PAYLOAD = 5 * 1024 * 1024
-AUTH_TTL = 60.0
-
-
-def _secret(options: Mapping[str, Any], key: str) -> str:
-    """A secret given inline (``key``) or, better, in a file (``key-file``)."""
-    if options.get(f"{key}-file"):
-        return Path(options[f"{key}-file"]).read_text().strip()
-    return str(options.get(key) or "")
-
-
-OPTIONS = v.Schema({
-    v.Required("driver"): "gitea",
-    v.Required("url"): v.Match(r"^https?://", msg="url must start with http:// or https://"),
-    v.Optional("token"): str,
-    v.Optional("token-file"): str,
-    v.Optional("webhook-secret"): str,
-    v.Optional("webhook-secret-file"): str,
-    v.Optional("allow", default=[]): [str],          # users who may always trigger
-    v.Optional("bot-user", default=""): str,          # the gate's own account
-    v.Optional("reply-to-refused", default=False): bool,
-    v.Optional("poll-interval", default=0): v.All(v.Coerce(float), v.Range(min=0)),
-    v.Optional("poll-projects", default=[]): [str],
-    v.Optional("comment-template"): str,
-    v.Optional("merge-style", default="merge"): v.In(
-        ["merge", "rebase", "rebase-merge", "squash", "fast-forward-only"]),
-    v.Optional("verify-tls", default=True): bool,
-    v.Optional("max-payload", default=MAX_PAYLOAD): v.All(int, v.Range(min=1024)),
-    v.Optional("api-retries", default=3): v.All(int, v.Range(min=0, max=10)),
-})
-
-
-def verify_signature(secret: str, body: bytes, signature: str) -> bool:
-    """Gitea's ``X-Gitea-Signature``: lowercase hex HMAC-SHA256 of the raw body."""
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
-
 
 class GiteaConnection:
-    """Everything one Gitea server is to the gatekeeper (trigger, source, reporter)."""
+    """One Gitea server as trigger, source and reporter."""
 
     driver = "gitea"
 
@@ -95,19 +60,19 @@ class GiteaConnection:
         self.name = name
         self.options = opts
         self.emit = emit
-        self.clock = clock
-        self.secret = _secret(opts, "webhook-secret")
-        token = _secret(opts, "token")
-        self.api = api or GiteaAPI(opts["url"], token, retries=opts["api-retries"],
-                                   verify=opts["verify-tls"])
+        self.secret = secret(opts, "webhook-secret")
+        self.api = api or GiteaAPI(opts["url"], secret(opts, "token"),
+                                   retries=opts["api-retries"], verify=opts["verify-tls"])
         self.store = GiteaStore(state_dir / "gitea.sqlite")
         wake = threading.Event()
         template = load_template(Path(opts["comment-template"]) if opts.get("comment-template") else None)
         self.reporter = GiteaReporter(self.store, template, wake, redact=self._redact)
         self.outbox = Outbox(self.api, self.store, wake)
-        self.source = GiteaSource(self)
+        self.source = GiteaSource(self.api, emit, opts["merge-style"])
+        self.auth = Authorizer(self.api, opts["allow"], clock)
+        self.webhooks = WebhookReceiver(self.secret, opts["max-payload"], self.store, self.submit)
+        self.poller = Poller(self.api, self.store, opts["poll-projects"], self.submit)
         self.bot_user = opts["bot-user"]
-        self._auth_cache: dict[tuple[str, str], tuple[float, bool]] = {}
         self._inbox: queue.Queue[Hook | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -123,7 +88,7 @@ class GiteaConnection:
     # --- lifecycle ------------------------------------------------------------------------
 
     def register_routes(self, router: Router) -> None:
-        router.add("POST", f"/webhooks/{self.name}", self.handle_webhook)
+        router.add("POST", f"/webhooks/{self.name}", self.webhooks.handle)
 
     def start(self) -> None:
         self.outbox.start()
@@ -144,38 +109,16 @@ class GiteaConnection:
             thread.join(timeout=5)
         self.store.close()
 
-    # --- webhooks -------------------------------------------------------------------------
+    def poll_once(self) -> int:
+        """One polling round now; returns how many comments were queued."""
+        return self.poller.poll_once()
 
-    def handle_webhook(self, request: Request) -> Response:
-        """Check, parse and queue one webhook; never raises, never blocks on Gitea."""
-        if not self.secret:
-            return Response.error(403, "this connection has no webhook secret configured")
-        signature = request.header("X-Gitea-Signature")
-        if not signature:
-            log.warning("webhook from %s without X-Gitea-Signature refused", request.client)
-            return Response.error(401, "missing X-Gitea-Signature")
-        if len(request.body) > self.options["max-payload"]:
-            return Response.error(413, f"payload over {self.options['max-payload']} bytes")
-        if not verify_signature(self.secret, request.body, signature):
-            log.warning("webhook from %s with a bad signature refused", request.client)
-            return Response.error(403, "bad X-Gitea-Signature")
-        try:
-            payload = json.loads(request.body.decode("utf-8"))
-            hook = parse(request.header("X-Gitea-Event"), payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("webhook with malformed JSON refused: %s", exc)
-            return Response.error(400, f"malformed JSON: {exc}")
-        except PayloadError as exc:
-            log.warning("webhook %s refused: %s", request.header("X-Gitea-Event"), exc)
-            return Response.error(422, str(exc))
-        delivery = request.header("X-Gitea-Delivery")
-        if delivery and not self.store.first_time(f"delivery:{delivery}"):
-            return Response.json({"accepted": False, "reason": "duplicate delivery"}, 200)
-        if hook.event == "ignored":
-            log.info("webhook ignored: %s", hook.why_ignored)
-            return Response.json({"accepted": False, "reason": hook.why_ignored}, 200)
-        self.submit(hook)
-        return Response.json({"accepted": True}, 202)
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.options["poll-interval"]):
+            self.poll_once()
+            self.store.prune_seen()
+
+    # --- the event thread: hooks → core events ------------------------------------------
 
     def submit(self, hook: Hook) -> None:
         """Queue a hook for the event thread (webhooks and polling both come here)."""
@@ -195,28 +138,25 @@ class GiteaConnection:
                 if self._inbox.empty():
                     self.idle.set()
 
-    # --- hooks → trigger events ----------------------------------------------------------
-
     def handle_hook(self, hook: Hook) -> TriggerEvent | None:
-        """Resolve what needs the API and emit the trigger event; returns it (or None)."""
-        if hook.event == "comment":
-            event = self._comment_event(hook)
+        """Resolve what needs the API and emit the core event; returns it (or None)."""
+        cls = event_class(hook.event, hook.action)
+        if cls is None:
+            return None
+        if issubclass(cls, CommentAdded):
+            event = self._comment_event(hook, cls)
         elif hook.event == "pull_request":
-            event = self._event(hook, hook.head_sha, hook.branch, authorized=True)
-        elif hook.event == "push":
+            event = self._event(cls, hook, hook.head_sha, hook.branch, authorized=True)
+        else:
             change = Change(hook.repo, hook.branch, hook.ref, sha=hook.after,
                             oldrev=hook.before or None)
-            event = TriggerEvent(self.driver, "push", change, action=hook.action, user=hook.user,
-                                 connection=self.name, data={"authorized": True})
-        else:
-            return None
+            event = cls(self.driver, change, user=hook.user, authorized=True,
+                        connection=self.name)
         if event is not None:
             self.emit(event)
         return event
 
-    def _comment_event(self, hook: Hook) -> TriggerEvent | None:
-        if hook.action == "deleted":
-            return None
+    def _comment_event(self, hook: Hook, cls: type[CommentAdded]) -> TriggerEvent | None:
         if MARKER in hook.comment or (self.bot_user and hook.user == self.bot_user):
             return None  # the gate's own comment
         if hook.comment_id is not None and hook.action == "created":
@@ -231,127 +171,30 @@ class GiteaConnection:
                     log.info("comment on closed %s#%s ignored", hook.repo, hook.number)
                     return None
                 head, branch, title, url = pr.head_sha, pr.branch, pr.title or title, pr.url or url
-            authorized = self.authorized(hook.repo, hook.user)
+            authorized = self.auth.authorized(hook.repo, hook.user)
         except (GiteaError, GiteaUnavailable) as exc:
             log.error("comment %s on %s#%s dropped: Gitea: %s", hook.comment_id, hook.repo,
                       hook.number, exc)
             return None
-        event = self._event(hook, head, branch, authorized, title=title, url=url)
+        event = self._event(cls, hook, head, branch, authorized, title=title, url=url)
         if not authorized and hook.comment.lstrip().startswith("!"):
-            log.warning("%s may not trigger on %s#%s (not an org member, writer or allowed "
-                        "user): %r ignored", hook.user, hook.repo, hook.number, hook.comment[:60])
-            if self.options["reply-to-refused"]:
-                self.store.push("comment", hook.repo, f"{hook.number}/refused", {"body": (
-                    f"@{hook.user} only members of the organisation, collaborators with write "
-                    f"access or allowed users may trigger tests here.\n\n{MARKER}\n")})
-                self.reporter.wake.set()
+            self._refused(hook)
         return event
 
-    def _event(self, hook: Hook, head: str, branch: str, authorized: bool,
-               title: str = "", url: str = "") -> TriggerEvent:
+    def _refused(self, hook: Hook) -> None:
+        log.warning("%s may not trigger on %s#%s (not an org member, writer or allowed "
+                    "user): %r ignored", hook.user, hook.repo, hook.number, hook.comment[:60])
+        if self.options["reply-to-refused"]:
+            self.store.push("comment", hook.repo, f"{hook.number}/refused", {"body": (
+                f"@{hook.user} only members of the organisation, collaborators with write "
+                f"access or allowed users may trigger tests here.\n\n{MARKER}\n")})
+            self.reporter.wake.set()
+
+    def _event(self, cls: type[TriggerEvent], hook: Hook, head: str, branch: str,
+               authorized: bool, title: str = "", url: str = "") -> TriggerEvent:
         change = Change(hook.repo, branch, hook.pr_ref, number=hook.number, patchset=head,
                         sha=head, url=url or hook.url, title=title or hook.title,
                         author=hook.user)
-        kind = "comment" if hook.event == "comment" else hook.event
-        return TriggerEvent(self.driver, kind, change, action=hook.action, comment=hook.comment,
-                            user=hook.user, connection=self.name,
-                            data={"authorized": authorized, "merge_commit": hook.merge_commit,
-                                  "comment_id": hook.comment_id})
-
-    def authorized(self, repo: str, user: str) -> bool:
-        """Org member, collaborator with write access, or on the allowlist; cached."""
-        if not user:
-            return False
-        if user in self.options["allow"]:
-            return True
-        key = (repo, user)
-        hit = self._auth_cache.get(key)
-        now = self.clock()
-        if hit is not None and now - hit[0] < AUTH_TTL:
-            return hit[1]
-        org = repo.split("/", 1)[0]
-        ok = self.api.is_member(org, user) or self.api.can_write(repo, user)
-        self._auth_cache[key] = (now, ok)
-        return ok
-
-    # --- polling ----------------------------------------------------------------------------
-
-    def poll_once(self) -> int:
-        """Read new comments of every polled repository; returns how many were queued."""
-        queued = 0
-        for repo in self.options["poll-projects"]:
-            since = self.store.cursor(repo)
-            try:
-                comments = self.api.comments_since(repo, since)
-            except (GiteaError, GiteaUnavailable) as exc:
-                log.warning("polling %s: %s", repo, exc)
-                continue
-            newest = since
-            for comment in comments:
-                number = pr_number_of(comment)
-                updated = str(comment.get("updated_at") or comment.get("created_at") or "")
-                newest = max(newest, updated)
-                if number is None:
-                    continue
-                try:
-                    hook = parse_api_comment(repo, number, comment)
-                except PayloadError as exc:
-                    log.warning("polled comment on %s#%s unusable: %s", repo, number, exc)
-                    continue
-                self.submit(hook)
-                queued += 1
-            if newest and newest != since:
-                self.store.set_cursor(repo, _overlap(newest))
-        return queued
-
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self.options["poll-interval"]):
-            self.poll_once()
-            self.store.prune_seen()
-
-
-def _overlap(stamp: str) -> str:
-    """Poll again from a little before the newest comment seen (clocks and equal
-    timestamps); the seen-comment memory drops the repeats."""
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return stamp
-    return (when - timedelta(seconds=60)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class GiteaSource:
-    """``Source`` port: merge a gated pull request through Gitea's API, at the tested head."""
-
-    def __init__(self, conn: GiteaConnection):
-        self.conn = conn
-
-    def merge(self, action: MergeChange) -> None:
-        threading.Thread(target=self._merge, args=(action,), name="gitea-merge", daemon=True).start()
-
-    def _merge(self, action: MergeChange) -> None:
-        change = action.change
-        api = self.conn.api
-        try:
-            api.merge(change.project, int(change.number or 0), action.sha or "",
-                      self.conn.options["merge-style"])
-        except GiteaError as exc:
-            log.warning("Gitea refused to merge %s: %s", change.describe(), exc)
-            self.conn.emit(MergeRefused(action.item_id, exc.status, exc.message))
-            return
-        except GiteaUnavailable as exc:
-            log.error("merging %s: Gitea unavailable: %s", change.describe(), exc)
-            self.conn.emit(MergeRefused(action.item_id, 503, f"Gitea unavailable: {exc}"))
-            return
-        tip = ""
-        try:
-            tip = api.branch_tip(change.project, action.branch or change.branch)
-        except (GiteaError, GiteaUnavailable) as exc:
-            log.info("merged %s; new tip of %s unknown: %s", change.describe(), change.branch, exc)
-        log.info("merged %s through Gitea", change.describe())
-        self.conn.emit(ChangeMerged(action.item_id, tip))
-
-
-def from_settings(name: str, options: Mapping[str, Any], emit: Emit, state_dir: Path) -> GiteaConnection:
-    """The driver factory the registry calls."""
-    return GiteaConnection(name, options, emit, state_dir)
+        extra = {"comment": hook.comment} if issubclass(cls, CommentAdded) else {}
+        return cls(self.driver, change, user=hook.user, authorized=authorized,
+                   connection=self.name, **extra)

@@ -2,8 +2,10 @@
 
 Each filter ``{time: "0 3 * * *"}`` (cron syntax, parsed by croniter) makes the pipeline
 enqueue every project that runs jobs in it, as a ref item on the branches the filter
-names (``branch``, default ``main``). The clock is injectable: :meth:`TimerDriver.tick`
-fires everything due up to ``now``, so tests never sleep.
+names (``branch``, default ``main``), by emitting ``TimerFired`` for that pipeline.
+The clock is injectable: :meth:`TimerDriver.tick` fires everything due up to ``now``,
+so tests never sleep. The layout is read through a callable: the gatekeeper passes the
+scheduler's published snapshot, never the engine's live state.
 """
 from __future__ import annotations
 
@@ -12,18 +14,45 @@ import threading
 import time
 from typing import Callable
 
+import voluptuous as v
 from croniter import croniter
 
-from .core.events import TriggerEvent
-from .core.layout import Layout
-from .core.model import Change
-from .ports import Emit
+from ..config.schema import listify
+from ..core.events import TimerFired
+from ..core.layout import Layout
+from ..core.model import Change
+from ..core.triggers import TriggerFilter
+from ..ports import Emit
+from .base import Driver
 
 log = logging.getLogger("ccci_gate.timer")
 
 
+def cron(value: object) -> str:
+    if not isinstance(value, str) or len(value.split()) != 5 or not croniter.is_valid(value):
+        raise v.Invalid(f"bad cron expression {value!r} (expected 5 fields, e.g. '0 3 * * *')")
+    return value
+
+
+FILTER = v.Schema({
+    v.Required("time"): cron,
+    v.Optional("branch", default=["main"]): listify(str),
+})
+
+
+def filters(value: list) -> tuple[TriggerFilter, ...]:
+    """A timer filter enters ``TimerFired`` events; its schedule stays the driver's."""
+    return tuple(TriggerFilter(events=(TimerFired,),
+                               extra={"time": f["time"], "branches": tuple(f["branch"])})
+                 for f in value)
+
+
+DRIVER = Driver(name="timer", description="cron schedules (`time: '0 3 * * *'`)",
+                trigger_schema=[FILTER], filters=filters)
+
+
 class TimerDriver:
-    """Emits ``TriggerEvent(driver="timer")`` when a pipeline's cron time comes."""
+    """Emits ``TimerFired`` when a pipeline's cron time comes."""
 
     def __init__(self, layout: Callable[[], Layout], emit: Emit,
                  clock: Callable[[], float] = time.time):
@@ -38,11 +67,8 @@ class TimerDriver:
         """``(pipeline, cron, branches)`` for every timer filter of the layout."""
         out = []
         for name, pipeline in self.layout().pipelines.items():
-            for flt in pipeline.triggers.get("timer", ()):
-                branches = flt.get("branch") or flt.get("branches") or "main"
-                if isinstance(branches, str):
-                    branches = (branches,)
-                out.append((name, str(flt["time"]), tuple(branches)))
+            for flt in pipeline.triggers.get(DRIVER.name, ()):
+                out.append((name, str(flt.extra["time"]), tuple(flt.extra["branches"])))
         return out
 
     def tick(self, now: float | None = None) -> int:
@@ -59,8 +85,7 @@ class TimerDriver:
                     continue
                 for branch in branches:
                     change = Change(project.name, branch, f"refs/heads/{branch}")
-                    self.emit(TriggerEvent("timer", "timer", change, action="fired",
-                                           data={"pipeline": pipeline, "time": due}))
+                    self.emit(TimerFired(DRIVER.name, change, pipeline=pipeline, time=due))
                     fired += 1
             log.info("timer %s (%s) fired", pipeline, cron)
         self._last = now

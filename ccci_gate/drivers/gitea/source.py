@@ -1,0 +1,48 @@
+"""``Source`` port for Gitea: merge a gated pull request through the API, at the tested
+head (``head_commit_id``), and tell the scheduler how it went (``ItemMerged`` with the
+branch's new tip, or ``MergeRefused``: 405/409 when Gitea says no, 503 when it is down).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from ...core.actions import MergeChange
+from ...core.events import ItemMerged, MergeRefused
+from ...ports import Emit
+from .api import GiteaAPI, GiteaError, GiteaUnavailable
+
+log = logging.getLogger("ccci_gate.drivers.gitea")
+
+
+class GiteaSource:
+    """Merges on its own thread; answers through ``emit``."""
+
+    def __init__(self, api: GiteaAPI, emit: Emit, merge_style: str = "merge"):
+        self.api = api
+        self.emit = emit
+        self.merge_style = merge_style
+
+    def merge(self, action: MergeChange) -> None:
+        threading.Thread(target=self._merge, args=(action,), name="gitea-merge", daemon=True).start()
+
+    def _merge(self, action: MergeChange) -> None:
+        change = action.change
+        try:
+            self.api.merge(change.project, int(change.number or 0), action.sha or "",
+                           self.merge_style)
+        except GiteaError as exc:
+            log.warning("Gitea refused to merge %s: %s", change.describe(), exc)
+            self.emit(MergeRefused(action.item_id, exc.status, exc.message))
+            return
+        except GiteaUnavailable as exc:
+            log.error("merging %s: Gitea unavailable: %s", change.describe(), exc)
+            self.emit(MergeRefused(action.item_id, 503, f"Gitea unavailable: {exc}"))
+            return
+        tip = ""
+        try:
+            tip = self.api.branch_tip(change.project, action.branch or change.branch)
+        except (GiteaError, GiteaUnavailable) as exc:
+            log.info("merged %s; new tip of %s unknown: %s", change.describe(), change.branch, exc)
+        log.info("merged %s through Gitea", change.describe())
+        self.emit(ItemMerged(action.item_id, tip))
