@@ -78,7 +78,7 @@ class Gatekeeper:
             reporters={**self.connections.reporters, "log": _LogReporter()},
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
-        self.timer = TimerDriver(lambda: self.engine.layout, self.scheduler.put)
+        self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put)
         self.api = GatekeeperAPI(
             self.scheduler, self.store, self.log_dir, self.admin_token,
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
@@ -100,7 +100,7 @@ class Gatekeeper:
         self.scheduler.put(event)
 
     def _connection_of(self, project: str) -> str | None:
-        proj = self.engine.layout.projects.get(project)
+        proj = self.scheduler.snapshot.layout.projects.get(project)
         if proj is not None and proj.connection:
             return proj.connection
         return next(iter(self.connections.sources), "git")

@@ -5,25 +5,50 @@ only call :meth:`Scheduler.put`. The scheduler thread applies each event to the 
 :class:`~ccci_gate.core.engine.Engine`, hands the resulting actions to the ports, and
 writes what changed to the store once per batch. Tests call :meth:`run_until_idle`
 instead of starting the thread.
+
+No other thread reads the engine: after a batch the scheduler publishes a
+:class:`Snapshot` (the layout and the status as plain data, never changed once
+published) that the HTTP API and the timer read — at once when it has caught up with
+its queue, at least every ``PUBLISH_EVERY`` seconds while it is busy.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .core import actions as act
 from .core.engine import Engine
 from .core.events import Event
-from .core.status import item_summary
+from .core.layout import Layout
 from .ports import Dispatcher, Merger, Reporter, Source
 from .store import Store
 
 log = logging.getLogger("ccci_gate.scheduler")
 
 BATCH = 256
+PUBLISH_EVERY = 0.1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What other threads may know of the scheduler's state: the running layout and the
+    status (``Engine.status()``: pipelines, queues, item summaries). Published whole and
+    never changed afterwards; copy before modifying."""
+
+    layout: Layout
+    status: Mapping[str, Any]
+    items: Mapping[str, Mapping[str, Any]]   # live item summaries by item id
+
+    @classmethod
+    def of(cls, engine: Engine) -> "Snapshot":
+        status = engine.status()
+        items = {i["item_id"]: i for p in status["pipelines"] for q in p["queues"]
+                 for i in q["items"]}
+        return cls(engine.layout, status, items)
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,8 @@ class Scheduler:
         self.events: "queue.Queue[Event | None]" = queue.Queue()
         self._thread: threading.Thread | None = None
         self.handled = 0
+        self.snapshot = Snapshot.of(engine)
+        self._published = time.monotonic()
 
     # --- input (any thread) -----------------------------------------------------------
 
@@ -70,7 +97,13 @@ class Scheduler:
         return value
 
     def status(self) -> dict[str, Any]:
-        return self.call(lambda engine: engine.status())
+        """The last published status (a copy the caller may change)."""
+        return dict(self.snapshot.status)
+
+    def publish(self) -> None:
+        """Publish a new snapshot (scheduler thread only)."""
+        self.snapshot = Snapshot.of(self.engine)
+        self._published = time.monotonic()
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -129,6 +162,8 @@ class Scheduler:
             self.handled += 1
             self.execute(actions)
         self.persist()
+        if self.events.empty() or time.monotonic() - self._published >= PUBLISH_EVERY:
+            self.publish()
         return len(batch)
 
     # --- output -----------------------------------------------------------------------
@@ -176,9 +211,7 @@ class Scheduler:
         live, finished = self.engine.take_dirty()
         if self.store is None:
             return
-        now = self.engine.clock()
-        web = self.engine.ctx.web_url
         if live:
-            self.store.save_items([item_summary(i, now, web) for i in live])
+            self.store.save_items(live)
         if finished:
-            self.store.save_items([item_summary(i, now, web) for i in finished], finished=True)
+            self.store.save_items(finished, finished=True)

@@ -203,3 +203,22 @@ def test_unauthorized_comment_never_runs():
     h = Harness(lay)
     h.send(ev.CommentAdded("gitea", CHANGE, comment="!testme", authorized=False))
     assert h.actions == []
+
+
+def test_an_item_moves_only_along_its_lifecycle():
+    from ccci_gate.core.model import IllegalTransition, Item, ItemState
+
+    h = Harness()
+    h.ready()
+    [item] = [i for m in h.engine.managers.values() for i in m.items]
+    assert item.state is ItemState.TESTING and item.active
+    with pytest.raises(IllegalTransition):
+        item.advance(ItemState.MERGED)                # only a merge request leads there
+    for job in GRAPH:
+        h.finish(job, "SUCCESS")
+    assert item.state is ItemState.REPORTED
+    with pytest.raises(IllegalTransition):
+        item.advance(ItemState.TESTING)               # reported is final
+    assert Item.__dataclass_fields__.keys() >= {"state", "result"}
+    assert not {"active", "reported_start", "dequeued", "live", "merge_requested", "merged",
+                "proven", "aside", "probe_failed"} & Item.__dataclass_fields__.keys()

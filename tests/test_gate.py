@@ -221,7 +221,8 @@ def test_batching_sets_a_failed_batch_aside_and_keeps_merging_behind_it():
     # goes on without it: both run at once
     assert g.prepared[2:] == [(1, 2, 3, 4), tuple(range(9, 17))]
     assert g.cancelled
-    assert all(i.aside for i in g.engine.managers["gate"].items if i.change.number <= 8)
+    gate = g.engine.status()["pipelines"][0]["queues"][0]["items"]
+    assert all(i["aside"] for i in gate if i["change"]["number"] <= 8)
     g.run_with_culprits({3})
     assert sorted(g.merges) == [n for n in range(1, 17) if n != 3]
     assert g.merges.index(9) < g.merges.index(1)      # the lane merged while bisecting
@@ -237,3 +238,15 @@ def test_batching_bisects_a_merge_conflict_to_its_change():
     g.run_with_culprits(())
     assert g.merges == [1, 2, 3, 4, 6, 7, 8]
     assert dict(g.verdicts())[5] == "MERGE_CONFLICT"
+
+
+def test_a_report_after_a_reset_says_only_what_is_true_of_its_buildset():
+    g = Gate()
+    g.enqueue(1, 2)
+    g.finish(1, "build", "FAILURE")                   # 2 is reset: 1 left the queue
+    g.run_until_quiet()
+    [report] = [r for r in g.reports if r.summary["change"]["number"] == 2]
+    assert report.summary["result"] == "SUCCESS"
+    assert report.summary["message"] == ""            # not "the items ahead changed"
+    assert report.summary["buildset"]["changes"] == ["org/a#2,sha2"]
+    assert report.summary["buildset"]["reason"] == "the items ahead changed"

@@ -143,7 +143,7 @@ class Engine:
             if pipeline and name != pipeline:
                 continue
             item = manager.find(key)
-            if item is not None and keep_merging and (item.merge_requested or item.merged):
+            if item is not None and keep_merging and item.merging:
                 continue
             if item is not None:
                 actions += manager.dequeue(item, reason)
@@ -357,23 +357,31 @@ class Engine:
 
     # --- views --------------------------------------------------------------------------
 
-    def take_dirty(self) -> tuple[list[Item], list[Item]]:
-        """Items changed since the last call (live ones, and ones that left a queue)."""
+    def take_dirty(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Summaries of the items changed since the last call: live ones, and ones that
+        left their queue (plain data: the store needs nothing else)."""
         finished, self.ctx.finished = self.ctx.finished, []
         dirty_ids, self.ctx.dirty = self.ctx.dirty, set()
         live = [self.ctx.items[i] for i in dirty_ids if i in self.ctx.items]
-        return live, finished
+        return [self.summary(i) for i in live], [self.summary(i) for i in finished]
 
-    def find_item(self, item_id: str) -> Item | None:
-        return self.ctx.items.get(item_id)
+    def summary(self, item: Item) -> dict[str, Any]:
+        manager = self.managers.get(item.pipeline)
+        if manager is None:  # its pipeline went away with a reconfiguration
+            return item_summary(item, self.clock(), self.ctx.web_url)
+        return manager.summary(item)
+
+    def item_status(self, item_id: str) -> dict[str, Any] | None:
+        """One live item as plain data, or None."""
+        item = self.ctx.items.get(item_id)
+        return self.summary(item) if item is not None else None
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        web = self.ctx.web_url
         pipelines = []
         for name, manager in self.managers.items():
             queues = [{"name": q.name, "window": q.window,
-                       "items": [item_summary(i, now, web) for i in q.items]}
+                       "items": [manager.summary(i) for i in q.items]}
                       for q in manager.queues if q.items]
             pipelines.append({"name": name, "manager": manager.config.manager,
                               "description": manager.config.description,

@@ -135,6 +135,7 @@ class BuildSet:
     steps: tuple[str, ...] = ()
     merge_message: str = ""
     merge_attempts: int = 0
+    reason: str = ""   # why this buildset exists (a reset's cause); empty for the first
     builds: dict[str, Build] = field(default_factory=dict)
     tries: dict[str, int] = field(default_factory=dict)
 
@@ -146,42 +147,88 @@ class BuildSet:
 
 
 class ItemState(str, enum.Enum):
-    WAITING = "WAITING"      # outside the window or not yet processed
-    ACTIVE = "ACTIVE"        # its buildset is being prepared or built
-    COMPLETE = "COMPLETE"    # every job has a result; waiting to report (head of queue)
-    REPORTED = "REPORTED"
+    """Where an item is in its life; the allowed moves are :data:`TRANSITIONS`.
+
+    ::
+
+        NEW ──► TESTING ◄──► WAITING          (reset, outside the window, not a probe)
+         │         │            │
+         │         ▼            │
+         └──────► COMPLETE ◄────┘             (every job has a result, or no merge)
+                   │   ▲
+                   ▼   │ (the source refused)
+                 MERGING ──► MERGED ──► REPORTED
+        (any live state) ──► DEQUEUED          (superseded, closed, operator)
+        COMPLETE ──► REPORTED                  (a result that is not merged)
+    """
+
+    NEW = "NEW"              # enqueued, never active: its start is not reported yet
+    WAITING = "WAITING"      # held back (outside the window, or not a batch's probe)
+    TESTING = "TESTING"      # its buildset is being prepared or built
+    COMPLETE = "COMPLETE"    # it has its result; waits its turn to report (or merge)
+    MERGING = "MERGING"      # passed at the head: the source was asked to merge it
+    MERGED = "MERGED"        # the source merged it; it reports next
+    REPORTED = "REPORTED"    # reported and out of its queue
+    DEQUEUED = "DEQUEUED"    # out of its queue without a report
+
+
+_S = ItemState
+TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
+    _S.NEW: frozenset({_S.NEW, _S.WAITING, _S.TESTING, _S.COMPLETE, _S.DEQUEUED}),
+    _S.WAITING: frozenset({_S.WAITING, _S.TESTING, _S.COMPLETE, _S.DEQUEUED}),
+    _S.TESTING: frozenset({_S.TESTING, _S.WAITING, _S.COMPLETE, _S.DEQUEUED}),
+    _S.COMPLETE: frozenset({_S.COMPLETE, _S.WAITING, _S.TESTING, _S.MERGING, _S.REPORTED,
+                            _S.DEQUEUED}),
+    _S.MERGING: frozenset({_S.MERGING, _S.MERGED, _S.COMPLETE, _S.WAITING, _S.DEQUEUED}),
+    _S.MERGED: frozenset({_S.MERGED, _S.REPORTED}),
+    _S.REPORTED: frozenset(),
+    _S.DEQUEUED: frozenset(),
+}
+LIVE = frozenset({_S.NEW, _S.WAITING, _S.TESTING, _S.COMPLETE, _S.MERGING, _S.MERGED})
+
+
+class IllegalTransition(RuntimeError):
+    """An item was asked to move where its lifecycle does not go (a manager bug)."""
 
 
 @dataclass(eq=False)
 class Item:
-    """A change enqueued in a pipeline."""
+    """A change enqueued in a pipeline; its life is ``state`` (see :class:`ItemState`)."""
 
     change: Change
     pipeline: str
     queue: "ChangeQueue"
     id: str = field(default_factory=new_id)
     enqueued_at: float = 0.0
-    state: ItemState = ItemState.WAITING
+    state: ItemState = ItemState.NEW
     buildset: BuildSet | None = None
     quick: bool = False
-    active: bool = True
     failing_reason: str = ""
     result: Result | None = None
-    reported_start: bool = False
-    dequeued: bool = False
-    live: bool = True
     message: str = ""
-    merge_requested: bool = False
-    merged: bool = False
-    proven: tuple[Change, ...] = ()   # batching: the changes it was proven good with
-    proven_commit: str = ""           # ... and the tested commit that holds them
-    probe_failed: bool = False        # batching: a test of the changes up to it failed
-    aside: str = ""                   # batching: the failed batch it is being bisected in
+
+    def advance(self, state: ItemState) -> None:
+        """Move to ``state``; raises :class:`IllegalTransition` where no arrow goes."""
+        if state not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"{self.change.describe()} in {self.pipeline}: "
+                                    f"{self.state.value} → {state.value}")
+        self.state = state
 
     @property
-    def item_ahead(self) -> "Item | None":
-        idx = self.queue.items.index(self)
-        return self.queue.items[idx - 1] if idx > 0 else None
+    def active(self) -> bool:
+        """Whether it has (or had, for this buildset) builds: in the window, or a probe."""
+        return self.state in (ItemState.TESTING, ItemState.COMPLETE, ItemState.MERGING,
+                              ItemState.MERGED)
+
+    @property
+    def merging(self) -> bool:
+        """The source was asked to merge it (it may have done so already)."""
+        return self.state in (ItemState.MERGING, ItemState.MERGED)
+
+    @property
+    def is_head(self) -> bool:
+        """Whether it is first in its queue (the one that may report, merge or run)."""
+        return self.queue.head is self
 
     @property
     def items_ahead(self) -> list["Item"]:
@@ -198,6 +245,11 @@ class ChangeQueue:
     window: int = 0
     id: str = field(default_factory=new_id)
     merged: list[Change] = field(default_factory=list)
+
+    @property
+    def head(self) -> Item | None:
+        """The first item, or None when the queue is empty."""
+        return self.items[0] if self.items else None
 
     def find(self, key: tuple) -> Item | None:
         for item in self.items:

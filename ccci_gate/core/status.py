@@ -5,9 +5,9 @@ be serialised without touching live model objects.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from ..core.model import Build, Change, Item
+from .model import Build, Change, Item
 
 
 def change_summary(change: Change) -> dict[str, Any]:
@@ -33,7 +33,9 @@ def build_summary(build: Build, now: float) -> dict[str, Any]:
     }
 
 
-def item_summary(item: Item, now: float, web_url: str = "") -> dict[str, Any]:
+def item_summary(item: Item, now: float, web_url: str = "",
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An item as plain data; ``extra`` is what its manager adds (``describe``)."""
     bs = item.buildset
     jobs = []
     if bs is not None:
@@ -56,8 +58,6 @@ def item_summary(item: Item, now: float, web_url: str = "") -> dict[str, Any]:
         "quick": item.quick,
         "result": item.result.value if item.result else None,
         "failing_reason": item.failing_reason,
-        "aside": item.aside,               # batching: bisected in a failed batch
-        "proven": bool(item.proven),       # batching: passed, waiting to merge in turn
         "message": item.message,
         "enqueued_at": item.enqueued_at,
         "change": change_summary(item.change),
@@ -67,9 +67,11 @@ def item_summary(item: Item, now: float, web_url: str = "") -> dict[str, Any]:
             "ref": bs.ref if bs else None,
             "commit": bs.commit if bs else None,
             "changes": [c.describe() for c in bs.changes] if bs else [],
+            "reason": bs.reason if bs else "",   # why this buildset (a reset's cause)
         },
         "items_ahead": ahead,
         "progress": {"done": done, "total": len(jobs)},
         "jobs": jobs,
         "status_url": f"{web_url.rstrip('/')}/items/{item.id}" if web_url else f"/items/{item.id}",
+        **(extra or {}),
     }

@@ -1,5 +1,9 @@
 """The gatekeeper's HTTP API: status, build logs, item pages and the admin endpoints.
 
+It runs on the HTTP threads, so it reads only the scheduler's published snapshot
+(``Scheduler.snapshot``: layout, status, live items) and the store, and changes
+things only by putting events on the scheduler's queue.
+
 Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>``
 (the token lives in the state directory, readable by the operator only).
 
@@ -23,7 +27,6 @@ from typing import Any, Callable, Mapping
 
 from ..core import events as ev
 from ..core.model import Change
-from ..core.status import item_summary
 from ..scheduler import Scheduler
 from ..store import Store
 from .routes import Request, Response, Router
@@ -76,8 +79,7 @@ class GatekeeperAPI:
         item_id = request.path.rsplit("/", 1)[-1]
         if not BUILD_ID.match(item_id):
             return Response.error(404, "no such item")
-        live = self.scheduler.call(lambda engine: _summary(engine, item_id))
-        data = live or self.store.item(item_id)
+        data = self.scheduler.snapshot.items.get(item_id) or self.store.item(item_id)
         if data is None:
             return Response.error(404, "no such item")
         return Response.json(data)
@@ -116,7 +118,7 @@ class GatekeeperAPI:
             change = self._change(body)
         except ValueError as exc:
             return Response.error(400, str(exc))
-        layout = self.scheduler.engine.layout
+        layout = self.scheduler.snapshot.layout
         if pipeline not in layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}; have: {', '.join(layout.pipelines)}")
         if change.project not in layout.projects:
@@ -144,7 +146,7 @@ class GatekeeperAPI:
 
     def pause(self, request: Request, body: dict[str, Any]) -> Response:
         pipeline = body.get("pipeline")
-        if pipeline not in self.scheduler.engine.layout.pipelines:
+        if pipeline not in self.scheduler.snapshot.layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}")
         paused = request.path.endswith("/pause")
         self.scheduler.put(ev.PauseRequest(pipeline, paused))
@@ -156,7 +158,7 @@ class GatekeeperAPI:
             change = self._change(body)
         except ValueError as exc:
             return Response.error(400, str(exc))
-        if pipeline not in self.scheduler.engine.layout.pipelines:
+        if pipeline not in self.scheduler.snapshot.layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}")
         self.scheduler.put(make(pipeline, change))
         return Response.json({"accepted": change.describe(), "pipeline": pipeline}, 202)
@@ -190,8 +192,3 @@ def _text(body: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{key!r} is required")
     return value
-
-
-def _summary(engine: Any, item_id: str) -> dict[str, Any] | None:
-    item = engine.find_item(item_id)
-    return item_summary(item, engine.clock(), engine.ctx.web_url) if item else None

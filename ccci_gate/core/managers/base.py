@@ -118,6 +118,14 @@ class PipelineManager:
         """Move ``item`` to the head of its queue; False where order means nothing."""
         return False
 
+    def describe(self, item: Item) -> dict[str, object]:
+        """What this manager adds to an item's summary (batching: set aside, proven)."""
+        return {}
+
+    def summary(self, item: Item) -> dict[str, object]:
+        """The item as plain data, for reports, the store and the status."""
+        return item_summary(item, self.ctx.clock(), self.ctx.web_url, self.describe(item))
+
     def adopt(self, previous: "PipelineManager") -> None:
         """Take over the queues of the manager this one replaces (reconfiguration)."""
         self.queues = previous.queues
@@ -172,7 +180,7 @@ class PipelineManager:
     def dequeue(self, item: Item, reason: str) -> list[Action]:
         """Remove an item, cancelling its builds; no failure report."""
         actions = self.cancel_builds(item)
-        item.dequeued = True
+        item.advance(ItemState.DEQUEUED)
         item.message = reason
         self._remove(item)
         return actions
@@ -197,14 +205,22 @@ class PipelineManager:
         if item.buildset is not None:
             self.ctx.buildsets.pop(item.buildset.id, None)
         item.buildset = self.new_buildset(item)
-        item.state = ItemState.WAITING
+        item.buildset.reason = reason
+        self.hold(item)
         item.result = None
-        item.merge_requested = False
-        item.probe_failed = False
         item.failing_reason = ""
-        item.message = reason
+        item.message = ""   # what it said was about the old buildset
         self.ctx.touch(item)
         return actions
+
+    @staticmethod
+    def hold(item: Item) -> None:
+        """Hold ``item`` back with no builds (a never-started item stays NEW)."""
+        if item.state is not ItemState.NEW:
+            item.advance(ItemState.WAITING)
+
+    def forget(self, item: Item) -> None:
+        """Drop what the manager keeps about ``item`` beside it (it left its queue)."""
 
     def _remove(self, item: Item) -> None:
         queue = item.queue
@@ -217,6 +233,7 @@ class PipelineManager:
         self.ctx.touch(item)
         self.ctx.items.pop(item.id, None)
         self.ctx.finished.append(item)
+        self.forget(item)
 
     # --- the walk ---------------------------------------------------------------------
 
@@ -244,17 +261,17 @@ class PipelineManager:
         bs = item.buildset
         assert bs is not None
         if not self.is_active(item):
-            item.state = ItemState.WAITING
+            self.hold(item)
             return actions
-        if not item.reported_start:
-            item.reported_start = True
-            if self.config.reporters_for("start"):
+        if item.state in (ItemState.NEW, ItemState.WAITING):
+            first = item.state is ItemState.NEW
+            item.advance(ItemState.TESTING)
+            if first and self.config.reporters_for("start"):
                 actions.append(self.report(item, "start"))
         if bs.merge_state is MergeState.PENDING:
             bs.changes = self.speculative_changes(item)
             bs.merge_state = MergeState.PREPARING
             bs.merge_attempts += 1
-            item.state = ItemState.ACTIVE
             actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
             self.ctx.touch(item)
             return actions
@@ -313,6 +330,8 @@ class PipelineManager:
         """
         bs = item.buildset
         assert bs is not None
+        if item.merging:
+            return []  # passed and being merged: nothing to run again
         again = [job, *bs.graph.descendants(job)]
         for name in again:
             build = bs.builds.get(name)
@@ -322,7 +341,7 @@ class PipelineManager:
             bs.builds.pop(name, None)
         item.result = None
         item.failing_reason = ""
-        item.state = ItemState.ACTIVE
+        item.advance(ItemState.TESTING)
         self.ctx.touch(item)
         return again
 
@@ -342,7 +361,7 @@ class PipelineManager:
         new.merge_state = MergeState.READY
         again = [job, *bs.graph.descendants(job)]
         new.builds = {name: b for name, b in bs.builds.items() if name not in again}
-        item.reported_start = True
+        item.advance(ItemState.TESTING)   # its start was reported by the first run
         self.ctx.touch(item)
         return item, again
 
@@ -402,7 +421,8 @@ class PipelineManager:
     def maybe_report(self, item: Item) -> list[Action]:
         if not self.is_complete(item):
             return []
-        item.state = ItemState.COMPLETE
+        if not item.merging:
+            item.advance(ItemState.COMPLETE)
         if not self.can_report(item):
             return []
         if item.result is None:
@@ -428,7 +448,7 @@ class PipelineManager:
     def finish(self, item: Item) -> list[Action]:
         """Report the item's result and take it out of its queue."""
         phase = self.phase_for(item)
-        item.state = ItemState.REPORTED
+        item.advance(ItemState.REPORTED)
         actions: list[Action] = [self.report(item, phase)]
         self._remove(item)
         self.ctx.remember(item)
@@ -438,5 +458,4 @@ class PipelineManager:
         reporters = self.config.reporters_for(phase)
         if phase == "merge-failure" and not reporters:
             reporters = self.config.reporters_for("failure")
-        return Report(item.id, self.config.name, phase, dict(reporters),
-                      item_summary(item, self.ctx.clock(), self.ctx.web_url))
+        return Report(item.id, self.config.name, phase, dict(reporters), self.summary(item))

@@ -24,31 +24,15 @@ The batch size follows the recent failure rate (an exponential average): about
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from ..actions import Action, MergeChange
+from ..actions import Action
 from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
 from .base import PipelineManager
+from .batches import BatchingState, Group, Marks
 from .dependent import DependentManager, failing, same_changes
 
 RATE_WEIGHT = 0.2
-START_RATE = 0.1
 SIZE_FACTOR = 1.5  # changes per batch ≈ SIZE_FACTOR / failure rate (bench/gate.py tuned it)
 MAX_PROBES = 2   # probes tested at once: bisection first, then the lane
-
-
-@dataclass
-class Group:
-    """A failed batch set aside: ``members`` in order; the prefix up to ``lo - 1`` passed,
-    the prefix up to ``hi`` failed (``hi_conflict``: because it did not merge)."""
-
-    id: str
-    members: list[Item]
-    hi: int
-    lo: int = 0
-    hi_conflict: bool = False
-    mark: int = 0          # how many changes of the queue had merged when it formed
-    probes: dict[str, int] = field(default_factory=dict)   # item id → member index
 
 
 class BatchingManager(DependentManager):
@@ -56,23 +40,37 @@ class BatchingManager(DependentManager):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.failure_rate = START_RATE
-        self.groups: dict[str, Group] = {}
-        self._marks: dict[str, int] = {}   # proven item id → merges seen when proven
-        self._regrouped = 0                # counts groups formed and dissolved
+        self.state = BatchingState()
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return self.state.groups
 
     def batch_size(self) -> int:
-        size = round(SIZE_FACTOR / max(self.failure_rate, 1e-3))
+        size = round(SIZE_FACTOR / max(self.state.failure_rate, 1e-3))
         return max(2, min(self.config.batch_max, size))
 
-    def adopt(self, previous) -> None:
+    def adopt(self, previous: PipelineManager) -> None:
         super().adopt(previous)
-        self.failure_rate = getattr(previous, "failure_rate", START_RATE)
-        self.groups = getattr(previous, "groups", {})
-        self._marks = getattr(previous, "_marks", {})
+        if isinstance(previous, BatchingManager):
+            self.state = previous.state
+
+    def forget(self, item: Item) -> None:
+        super().forget(item)
+        self.state.marks.pop(item.id, None)
+
+    def reset(self, item: Item, reason: str = "") -> list[Action]:
+        marks = self.state.marks.get(item.id)
+        if marks is not None:
+            marks.probe_failed = False   # a new buildset is a new test
+        return super().reset(item, reason)
+
+    def _m(self, item: Item) -> Marks:
+        """The item's batching marks (read-only use: nothing is created)."""
+        return self.state.peek(item)
 
     def _observe(self, failed: bool) -> None:
-        self.failure_rate += RATE_WEIGHT * ((1.0 if failed else 0.0) - self.failure_rate)
+        self.state.failure_rate += RATE_WEIGHT * ((1.0 if failed else 0.0) - self.state.failure_rate)
 
     # --- the walk -----------------------------------------------------------------------
 
@@ -84,24 +82,24 @@ class BatchingManager(DependentManager):
             return []
         queue.window = self.batch_size()
         actions = self._settle(queue)
-        regrouped = self._regrouped
+        regrouped = self.state.regrouped
         self._lane_verdicts(queue)
         for group in [g for g in self.groups.values() if g.members and g.members[0].queue is queue]:
             actions += self._bisect(queue, group)
-        if self._regrouped != regrouped:  # items stepped aside or came back: refs change
+        if self.state.regrouped != regrouped:  # items stepped aside or came back: refs change
             actions += self._settle(queue)
         probes = self._new_probes(queue)
         for item in list(queue.items):
             if item not in queue.items:
                 continue
-            item.active = True
             if item in probes or self._running_probe(item):
                 actions += self.process_item(item)
-            elif item.proven or failing(item):
-                item.state = ItemState.COMPLETE
+            elif self._m(item).proven or failing(item):
+                if not item.merging:
+                    item.advance(ItemState.COMPLETE)
                 actions += self.maybe_report(item)
             else:
-                item.state = ItemState.WAITING
+                self.hold(item)
         return actions
 
     def _settle(self, queue: ChangeQueue) -> list[Action]:
@@ -111,8 +109,9 @@ class BatchingManager(DependentManager):
         ahead: list[Change] = []
         base: dict[str, list[Change]] = {}    # group id → the ref of its members so far
         for item in list(queue.items):
-            if item.aside:
-                held = base.setdefault(item.aside, list(ahead))
+            marks = self._m(item)
+            if marks.aside:
+                held = base.setdefault(marks.aside, list(ahead))
                 held.append(item.change)
                 expected = tuple(held)
             else:
@@ -120,30 +119,31 @@ class BatchingManager(DependentManager):
             self._expected[item.id] = expected
             bs = item.buildset
             assert bs is not None
-            if item.proven and not item.merge_requested and not self._proof_holds(item, expected):
-                item.proven, item.proven_commit, item.result = (), "", None
+            if marks.proven and not item.merging and not self._proof_holds(item, expected):
+                marks.proven, marks.proven_commit, item.result = (), "", None
                 self.ctx.touch(item)
-            if (bs.merge_state is not MergeState.PENDING and not item.merge_requested
-                    and not (item.aside and failing(item))):
+            if (bs.merge_state is not MergeState.PENDING and not item.merging
+                    and not (marks.aside and failing(item))):
                 if not same_changes(bs.changes, expected, queue.merged):
                     actions += self.reset(item, "the changes ahead changed")
-            if not failing(item) and not item.aside:
+            if not failing(item) and not marks.aside:
                 ahead.append(item.change)
         return actions
 
     def _proof_holds(self, item: Item, expected: tuple[Change, ...]) -> bool:
         """Its proof is its ref now, and nothing merged since that the proof lacked."""
-        merged = item.queue.merged
-        if not same_changes(item.proven, expected, merged):
+        merged, marks = item.queue.merged, self._m(item)
+        if not same_changes(marks.proven, expected, merged):
             return False
-        return all(c in item.proven for c in merged[self._marks.get(item.id, len(merged)):])
+        return all(c in marks.proven for c in merged[marks.mark:])
 
     def _prove(self, item: Item, commit: str, message: str) -> None:
-        item.proven = self._expected.get(item.id, ())
-        item.proven_commit = commit
+        marks = self.state.of(item)
+        marks.proven = self._expected.get(item.id, ())
+        marks.proven_commit = commit
+        marks.mark = len(item.queue.merged)
         item.result = Result.SUCCESS
         item.message = message
-        self._marks[item.id] = len(item.queue.merged)
         self.ctx.touch(item)
 
     @staticmethod
@@ -153,17 +153,18 @@ class BatchingManager(DependentManager):
 
     def _running_probe(self, item: Item) -> bool:
         """A probe still waiting for its verdict (lane, or a group's current probe)."""
-        if not self._has_builds(item) or item.proven or item.probe_failed or failing(item):
+        marks = self._m(item)
+        if not self._has_builds(item) or marks.proven or marks.probe_failed or failing(item):
             return False
-        if item.aside:
-            group = self.groups.get(item.aside)
+        if marks.aside:
+            group = self.groups.get(marks.aside)
             return group is not None and item.id in group.probes
         return True
 
     def _lane(self, queue: ChangeQueue) -> list[Item]:
         """Items of the lane: not set aside, not failing, not yet proven."""
-        return [i for i in queue.items if not i.aside and not failing(i) and not i.proven
-                and not i.merge_requested]
+        return [i for i in queue.items if not self._m(i).aside and not failing(i)
+                and not self._m(i).proven and not i.merging]
 
     # --- the lane -------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class BatchingManager(DependentManager):
         behind a batch still running waits: the culprit may be in the one ahead.)"""
         lane = self._lane(queue)
         first = next((n for n, i in enumerate(lane) if self._has_builds(i)), None)
-        if first is None or not lane[first].probe_failed:
+        if first is None or not self._m(lane[first]).probe_failed:
             return
         probe, batch = lane[first], lane[:first + 1]
         bs = probe.buildset
@@ -180,9 +181,9 @@ class BatchingManager(DependentManager):
                       hi_conflict=bool(bs and bs.merge_state is MergeState.CONFLICT),
                       mark=len(queue.merged))
         self.groups[group.id] = group
-        self._regrouped += 1
+        self.state.regrouped += 1
         for member in batch:
-            member.aside = group.id
+            self.state.of(member).aside = group.id
             member.message = f"set aside: bisecting a failed batch of {len(batch)}"
             self.ctx.touch(member)
 
@@ -264,7 +265,7 @@ class BatchingManager(DependentManager):
             bs = cleared[-1].buildset
             assert bs is not None
             for index, member in enumerate(cleared):
-                member.aside = ""
+                self.state.of(member).aside = ""
                 self._expected[member.id] = tuple(bs.changes[:len(bs.changes) - len(cleared) + index + 1])
                 self._prove(member, _step(bs, len(bs.changes) - len(cleared) + index),
                             f"cleared by bisection of a failed batch of {len(group.members)}")
@@ -276,7 +277,8 @@ class BatchingManager(DependentManager):
         """Nothing behind the group was tested or merged without it since it formed."""
         first = queue.items.index(group.members[0])
         return len(queue.merged) == group.mark and not any(
-            i.proven or self._has_builds(i) for i in queue.items[first:] if i.aside != group.id)
+            self._m(i).proven or self._has_builds(i) for i in queue.items[first:]
+            if self._m(i).aside != group.id)
 
     def _release(self, queue: ChangeQueue, group: Group, members: list[Item]) -> list[Action]:
         """Members rejoin the lane behind everything being tested (so nothing running
@@ -285,13 +287,13 @@ class BatchingManager(DependentManager):
         for member in members:
             queue.items.remove(member)
         at = max((n + 1 for n, i in enumerate(queue.items)
-                  if i.aside or i.proven or self._has_builds(i)), default=0)
+                  if self._m(i).aside or self._m(i).proven or self._has_builds(i)), default=0)
         queue.items[at:at] = members
         for member in members:
-            member.aside = ""
+            self.state.of(member).aside = ""
             actions += self.reset(member, "cleared by bisection: retested with the next batch")
         self.groups.pop(group.id, None)
-        self._regrouped += 1
+        self.state.regrouped += 1
         return actions
 
     # --- probes ---------------------------------------------------------------------------
@@ -299,55 +301,57 @@ class BatchingManager(DependentManager):
     def process_item(self, item: Item) -> list[Action]:
         bs = item.buildset
         if bs is not None and bs.merge_state is MergeState.CONFLICT and not item.result:
-            if not item.probe_failed:
-                item.probe_failed = True  # some change of this ref conflicts: bisect
+            if not self._m(item).probe_failed:
+                self.state.of(item).probe_failed = True  # some change of this ref conflicts: bisect
                 item.failing_reason = bs.merge_message
                 self.ctx.touch(item)
             return []
         return super().process_item(item)
 
     def launch(self, item: Item) -> list[Action]:
-        if item.probe_failed or item.result is not None:
+        if self._m(item).probe_failed or item.result is not None:
             return []  # a failed probe runs nothing more; bisection decides its fate
         return super().launch(item) + self._read_probe(item)
 
     def _read_probe(self, probe: Item) -> list[Action]:
         """A lane probe's verdict: it proves its whole ref, or marks a failed batch."""
-        if probe.proven or probe.merge_requested or probe.probe_failed:
+        marks = self._m(probe)
+        if marks.proven or probe.merging or marks.probe_failed:
             return []
         verdict = self._verdict(probe)
         if verdict in ("fail", "conflict"):
-            probe.probe_failed = True
+            self.state.of(probe).probe_failed = True
             probe.result = None
             probe.failing_reason = self.failure_reason(probe)
             self.ctx.touch(probe)
             return self.cancel_builds(probe)
-        if verdict == "pass" and not probe.aside:
+        if verdict == "pass" and not marks.aside:
             bs = probe.buildset
             assert bs is not None
             by_change = {id(i.change): i for i in probe.queue.items}
             for index, change in enumerate(bs.changes):
                 item = by_change.get(id(change))
-                if item is None or item.proven or item.aside or failing(item):
+                if item is None or self._m(item).proven or self._m(item).aside or failing(item):
                     continue
                 self._prove(item, _step(bs, index),
                             f"proven in a batch of {len(bs.changes)} up to {probe.change.describe()}")
             actions: list[Action] = []
             for other in probe.queue.items:  # probes ahead, now proven, need not finish
-                if other is not probe and other.proven and other.buildset is not None and \
+                if other is not probe and self._m(other).proven and other.buildset is not None and \
                         any(not b.done for b in other.buildset.builds.values()):
                     actions += self.cancel_builds(other)
             return actions
-        if verdict == "pass" and probe.aside:
+        if verdict == "pass" and marks.aside:
             self.ctx.touch(probe)   # bisection reads it on the next walk
         return []
 
     # --- reporting ----------------------------------------------------------------------
 
     def is_complete(self, item: Item) -> bool:
-        if item.proven:
+        marks = self._m(item)
+        if marks.proven:
             return True
-        if item.aside or item.probe_failed:
+        if marks.aside or marks.probe_failed:
             return item.result is not None  # convicted
         return super().is_complete(item)
 
@@ -355,20 +359,22 @@ class BatchingManager(DependentManager):
         """A culprit reports at once; a proven change once everything in its proof merged."""
         if failing(item):
             return True
-        merged = item.queue.merged
-        return bool(item.proven) and all(c in merged for c in item.proven[:-1])
+        merged, proven = item.queue.merged, self._m(item).proven
+        return bool(proven) and all(c in merged for c in proven[:-1])
 
     def finish(self, item: Item) -> list[Action]:
-        if item.result is Result.SUCCESS and not item.merged and not item.merge_requested:
-            item.merge_requested = True
-            self.ctx.touch(item)
+        if item.result is Result.SUCCESS and item.state is ItemState.COMPLETE:
             self._observe(False)
-            commit = item.proven_commit or (item.buildset.commit if item.buildset else None)
-            return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
-                                branch=item.change.branch)]
-        if item.aside and item.aside in self.groups:
-            del self.groups[item.aside]
+            commit = self._m(item).proven_commit or (item.buildset.commit if item.buildset else None)
+            return self.request_merge(item, commit)
+        aside = self._m(item).aside
+        if aside and aside in self.groups:
+            del self.groups[aside]
         return super().finish(item)
+
+    def describe(self, item: Item) -> dict[str, object]:
+        marks = self._m(item)
+        return {"aside": marks.aside, "proven": bool(marks.proven)}
 
 
 def _step(bs, index: int) -> str:

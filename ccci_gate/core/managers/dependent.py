@@ -68,11 +68,9 @@ class DependentManager(PipelineManager):
             if position >= queue.window:
                 if bs.merge_state is not MergeState.PENDING:
                     actions += self.reset(item, "outside the window")
-                item.state = ItemState.WAITING
-                item.active = False
+                self.hold(item)
                 continue
-            item.active = True
-            if bs.merge_state is not MergeState.PENDING and not item.merge_requested:
+            if bs.merge_state is not MergeState.PENDING and not item.merging:
                 if not same_changes(bs.changes, expected, queue.merged):
                     actions += self.reset(item, "the items ahead changed")
             actions += self.process_item(item)
@@ -80,51 +78,53 @@ class DependentManager(PipelineManager):
                 ahead.append(item.change)
         return actions
 
-    def adopt(self, previous) -> None:
-        super().adopt(previous)
-        if type(self) is DependentManager:  # batching switched off: its marks mean nothing
-            for item in self.items:
-                if item.aside or item.probe_failed:
-                    item.aside, item.probe_failed = "", False
-                    self.ctx.touch(item)
+    def forget(self, item: Item) -> None:
+        self._expected.pop(item.id, None)
 
     def speculative_changes(self, item: Item) -> tuple[Change, ...]:
         return self._expected.get(item.id, (item.change,))
 
     def can_report(self, item: Item) -> bool:
-        return bool(item.queue.items) and item.queue.items[0] is item
+        return item.is_head
 
     # --- the head: merge, then report ---------------------------------------------------
 
     def finish(self, item: Item) -> list[Action]:
+        """A passed head is merged first (MERGING), and reports once MERGED."""
         queue = item.queue
-        if item.result is Result.SUCCESS and not item.merged:
-            if item.merge_requested:
-                return []
-            item.merge_requested = True
-            self.ctx.touch(item)
+        if item.state is ItemState.MERGING:
+            return []
+        if item.result is Result.SUCCESS and item.state is not ItemState.MERGED:
             bs = item.buildset
-            return [MergeChange(item.id, item.change, item.change.sha,
-                                commit=bs.commit if bs else None, branch=item.change.branch)]
+            return self.request_merge(item, bs.commit if bs else None)
         window = self.config.window
         if item.result is Result.SUCCESS:
             queue.window += window.increase
             queue.merged.append(item.change)
         elif item.result is Result.FAILURE or item.result is Result.ERROR:
             queue.window = max(window.floor, queue.window // window.decrease_factor)
-        self._expected.pop(item.id, None)
         return super().finish(item)
+
+    def request_merge(self, item: Item, commit: str | None) -> list[Action]:
+        """Ask the source to merge ``item`` at the tested ``commit``."""
+        item.advance(ItemState.MERGING)
+        self.ctx.touch(item)
+        return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
+                            branch=item.change.branch)]
 
     def merged(self, item: Item) -> None:
         """The source merged the head's change."""
-        item.merged = True
-        self.ctx.touch(item)
+        if item.state is ItemState.MERGING:
+            item.advance(ItemState.MERGED)
+            self.ctx.touch(item)
 
     def merge_refused(self, item: Item, status: int, message: str) -> None:
         """The source refused the merge: report it truthfully; items behind, built on a
         commit that never landed, are reset by the next walk."""
+        if item.state is not ItemState.MERGING:
+            return
+        item.advance(ItemState.COMPLETE)
         item.result = Result.MERGE_FAILED
-        item.merge_requested = False
         item.failing_reason = f"the source refused the merge ({status}): {message}"
         self.ctx.touch(item)
 

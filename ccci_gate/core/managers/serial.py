@@ -19,4 +19,4 @@ class SerialManager(PipelineManager):
         return self.named_queue(name, window=1)
 
     def is_active(self, item: Item) -> bool:
-        return bool(item.queue.items) and item.queue.items[0] is item
+        return item.is_head

@@ -25,4 +25,4 @@ class SupercedentManager(PipelineManager):
         return item, actions, why
 
     def is_active(self, item: Item) -> bool:
-        return bool(item.queue.items) and item.queue.items[0] is item
+        return item.is_head
