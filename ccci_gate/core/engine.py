@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 from . import events as ev
 from .actions import Action
+from .indexes import Indexes
 from .layout import Layout
-from .managers import ManagerContext, PipelineManager, make_manager
+from .managers import Journal, ManagerContext, PipelineManager, make_manager
 from .model import BuildState, Change, Item, MergeState, Result
 from .status import item_summary
 from .triggers import pipeline_accepts
@@ -22,15 +23,24 @@ MAX_PASSES = 1000
 
 
 class Engine:
-    """Pipelines and their items; the only writer is the scheduler thread."""
+    """Pipelines and their items; the only writer is the scheduler thread.
+
+    The engine owns its indexes (:class:`~.indexes.Indexes`); managers see a read-only
+    context and note what they touched in the journal the engine drains.
+    """
 
     def __init__(self, layout: Layout, clock: Callable[[], float] = time.time,
                  zuul_url: str = "", web_url: str = ""):
         self.ctx = ManagerContext(clock, zuul_url, web_url)
+        self.journal = Journal()
+        self.index = Indexes()
         self.layout = layout
         self.managers: dict[str, PipelineManager] = {
-            name: make_manager(cfg, layout, self.ctx) for name, cfg in layout.pipelines.items()}
+            name: self._manager(cfg) for name, cfg in layout.pipelines.items()}
         self.log: list[str] = []
+
+    def _manager(self, config: Any) -> PipelineManager:
+        return make_manager(config, self.layout, self.ctx, self.journal)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -54,19 +64,18 @@ class Engine:
         actions: list[Action] = []
         for _ in range(MAX_PASSES):
             step: list[Action] = []
+            touched = self.index.absorb(self.journal)
             if everything:
-                self.ctx.touched = {}
                 for manager in self.managers.values():
                     step += manager.process()
                 everything = False
             else:
-                touched, self.ctx.touched = self.ctx.touched, {}
                 for pipeline, queue in touched.values():
                     manager = self.managers.get(pipeline)
                     if manager is not None:
                         step += manager.process_queue(queue)
             actions += step
-            if not step and not self.ctx.touched:
+            if not step and not self.journal:
                 return actions
         raise RuntimeError("pipelines did not settle")  # pragma: no cover - a manager bug
 
@@ -94,7 +103,7 @@ class Engine:
         what = "merged" if isinstance(event, ev.ChangeMerged) else "closed"
         actions = self.dequeue_everywhere(change.key, f"change {what} at its source",
                                           keep_merging=True)
-        self._forget_runs(change.key)
+        self.index.forget_runs(change.key)
         return actions + self._on_trigger(event)
 
     def _on_branch_moved(self, event: ev.BranchMoved) -> list[Action]:
@@ -108,11 +117,6 @@ class Engine:
         if manager is None or not pipeline_accepts(manager.config.triggers, event):
             return []
         return self.enqueue(event.pipeline, event.change, quick=manager.config.quick)
-
-    def _forget_runs(self, key: tuple) -> None:
-        """A change that merged or closed needs no retest and no rerun."""
-        for run in [k for k in self.ctx.last_run if k[1] == key]:
-            del self.ctx.last_run[run]
 
     def _on_EnqueueRequest(self, event: ev.EnqueueRequest) -> list[Action]:
         if event.pipeline not in self.managers:
@@ -155,7 +159,7 @@ class Engine:
     # --- merger results ---------------------------------------------------------------
 
     def _item_for_buildset(self, buildset_id: str) -> Item | None:
-        item = self.ctx.buildsets.get(buildset_id)
+        item = self.index.buildsets.get(buildset_id)
         if item is None or item.buildset is None or item.buildset.id != buildset_id:
             return None
         return item
@@ -167,7 +171,7 @@ class Engine:
             item.buildset.tip = event.tip
             item.buildset.steps = tuple(event.steps)
             item.buildset.merge_state = MergeState.READY
-            self.ctx.touch(item)
+            self.journal.touch(item)
         return []
 
     def _on_MergeFailed(self, event: ev.MergeFailed) -> list[Action]:
@@ -183,13 +187,13 @@ class Engine:
             bs.merge_state = MergeState.PENDING  # a merger error is not a conflict: retry
         else:
             bs.merge_state = MergeState.ERROR
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return []
 
     # --- build results ------------------------------------------------------------------
 
     def _build(self, build_id: str):
-        entry = self.ctx.builds.get(build_id)
+        entry = self.index.builds.get(build_id)
         return entry if entry is not None else (None, None)
 
     def _on_BuildStarted(self, event: ev.BuildStarted) -> list[Action]:
@@ -199,7 +203,7 @@ class Engine:
             build.worker = event.worker or build.worker
             build.url = event.url or build.url
             build.started_at = build.started_at or self.clock()
-            self.ctx.touch(item)
+            self.journal.touch(item)
         return []
 
     def _on_BuildProgress(self, event: ev.BuildProgress) -> list[Action]:
@@ -219,23 +223,23 @@ class Engine:
         manager = self.managers.get(item.pipeline)
         if manager is None:
             return []
-        return manager.complete_build(event.build_id, result, event.message, event.not_registered)
+        return manager.complete_build(item, build, result, event.message, event.not_registered)
 
     # --- merges at the source and moving branches -----------------------------------------
 
     def _on_ItemMerged(self, event: ev.ItemMerged) -> list[Action]:
-        item = self.ctx.items.get(event.item_id)
+        item = self.index.items.get(event.item_id)
         manager = self.managers.get(item.pipeline) if item else None
         if item is None or manager is None:
             return []
         manager.merged(item)
-        self._forget_runs(item.change.key)
+        self.index.forget_runs(item.change.key)
         actions = self.process()
         return actions + self.branch_moved(item.change.project, item.change.branch, event.tip,
                                            exclude=item.change.key)
 
     def _on_MergeRefused(self, event: ev.MergeRefused) -> list[Action]:
-        item = self.ctx.items.get(event.item_id)
+        item = self.index.items.get(event.item_id)
         manager = self.managers.get(item.pipeline) if item else None
         if item is not None and manager is not None:
             manager.merge_refused(item, event.status, event.message)
@@ -257,7 +261,7 @@ class Engine:
                     continue
                 if bs is not None and bs.merge_state is MergeState.READY and (not tip or bs.tip != tip):
                     actions += manager.reset(item, f"{branch} moved: retesting on the new tip")
-            for (pipeline, key), old in list(self.ctx.last_run.items()):
+            for (pipeline, key), old in list(self.index.last_run.items()):
                 change = old.change
                 if (pipeline != name or key == exclude or change.number is None
                         or (change.project, change.branch) != (project, branch)):
@@ -289,7 +293,7 @@ class Engine:
         if item is not None:
             again = manager.retrigger(item, event.job)
         else:
-            old = self.ctx.last_run.get((event.pipeline, tuple(event.change_key)))
+            old = self.index.last_run.get((event.pipeline, tuple(event.change_key)))
             again = manager.rerun(old, event.job)[1] if old is not None else []
         self.note(f"retrigger {event.job} of {event.change_key}: "
                   + (", ".join(again) if again else "nothing to run"))
@@ -314,7 +318,7 @@ class Engine:
         self.layout = layout
         self.managers = {}
         for name, cfg in layout.pipelines.items():
-            manager = make_manager(cfg, layout, self.ctx)
+            manager = self._manager(cfg)
             previous = old.get(name)
             if previous is not None:
                 manager.adopt(previous)
@@ -360,9 +364,7 @@ class Engine:
     def take_dirty(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Summaries of the items changed since the last call: live ones, and ones that
         left their queue (plain data: the store needs nothing else)."""
-        finished, self.ctx.finished = self.ctx.finished, []
-        dirty_ids, self.ctx.dirty = self.ctx.dirty, set()
-        live = [self.ctx.items[i] for i in dirty_ids if i in self.ctx.items]
+        live, finished = self.index.take_dirty()
         return [self.summary(i) for i in live], [self.summary(i) for i in finished]
 
     def summary(self, item: Item) -> dict[str, Any]:
@@ -373,7 +375,7 @@ class Engine:
 
     def item_status(self, item_id: str) -> dict[str, Any] | None:
         """One live item as plain data, or None."""
-        item = self.ctx.items.get(item_id)
+        item = self.index.items.get(item_id)
         return self.summary(item) if item is not None else None
 
     def status(self) -> dict[str, Any]:

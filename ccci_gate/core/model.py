@@ -137,7 +137,6 @@ class BuildSet:
     merge_attempts: int = 0
     reason: str = ""   # why this buildset exists (a reset's cause); empty for the first
     builds: dict[str, Build] = field(default_factory=dict)
-    tries: dict[str, int] = field(default_factory=dict)
 
     def results(self) -> dict[str, Result]:
         return {job: b.result for job, b in self.builds.items() if b.done and b.result}

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from ..layout import Layout, PipelineConfig
-from .base import ManagerContext, PipelineManager
+from .base import PipelineManager
 from .batching import BatchingManager
+from .context import Journal, ManagerContext
 from .dependent import DependentManager
 from .independent import IndependentManager
 from .serial import SerialManager
@@ -24,13 +25,14 @@ MANAGER_CLASSES: dict[str, type[PipelineManager]] = {
 }
 
 
-def make_manager(config: PipelineConfig, layout: Layout, ctx: ManagerContext) -> PipelineManager:
+def make_manager(config: PipelineConfig, layout: Layout, ctx: ManagerContext,
+                 journal: Journal) -> PipelineManager:
     """The manager object for a pipeline's ``manager`` setting."""
     try:
         cls = BatchingManager if config.manager == "dependent" and config.batch else MANAGER_CLASSES[config.manager]
     except KeyError:
         raise ValueError(f"pipeline {config.name}: manager {config.manager!r} is not available") from None
-    return cls(config, layout, ctx)
+    return cls(config, layout, ctx, journal)
 
 
-__all__ = ["ManagerContext", "PipelineManager", "make_manager", "MANAGER_CLASSES"]
+__all__ = ["Journal", "ManagerContext", "PipelineManager", "make_manager", "MANAGER_CLASSES"]

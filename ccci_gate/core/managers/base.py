@@ -9,7 +9,7 @@ Pure: no I/O; ``clock`` is injected.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..actions import Action, CancelBuild, PrepareRef, Report, StartBuild
 from ..jobgraph import JobGraph
@@ -18,45 +18,9 @@ from ..model import (Build, BuildSet, BuildState, Change, ChangeQueue, Item, Ite
                      MergeState, Result)
 from ..params import ParameterError, build_parameters
 from ..status import item_summary
+from .context import Journal, ManagerContext
 
 MERGE_RETRIES = 3
-LAST_RUNS = 5000
-
-
-class ManagerContext:
-    """What a manager needs from the engine: time, URLs and the build index."""
-
-    def __init__(self, clock: Callable[[], float], zuul_url: str = "", web_url: str = ""):
-        self.clock = clock
-        self.zuul_url = zuul_url
-        self.web_url = web_url.rstrip("/")
-        self.builds: dict[str, tuple[Item, Build]] = {}
-        self.buildsets: dict[str, Item] = {}
-        self.dirty: set[str] = set()       # items changed since the store last saw them
-        self.touched: dict[int, tuple[str, ChangeQueue]] = {}  # queues to walk again
-        self.items: dict[str, Item] = {}   # every live item by id
-        self.finished: list[Item] = []     # items that left their queue since the last save
-        self.last_run: dict[tuple, Item] = {}  # (pipeline, change key) → last reported item
-
-    def touch(self, item: Item) -> None:
-        """Note that ``item`` changed: it is saved, and its queue walked again."""
-        self.dirty.add(item.id)
-        self.touched[id(item.queue)] = (item.pipeline, item.queue)
-
-    def remember(self, item: Item) -> None:
-        """Keep the last reported run of each change (for retest-on-merge, retrigger)."""
-        key = (item.pipeline, item.change.key)
-        self.last_run.pop(key, None)
-        self.last_run[key] = item
-        while len(self.last_run) > LAST_RUNS:
-            del self.last_run[next(iter(self.last_run))]
-
-    def artifacts_url(self, buildset_id: str) -> str:
-        """Where the builds of a buildset share files (``publish`` → ``install``)."""
-        return f"{self.web_url}/artifacts/{buildset_id}"
-
-    def log_url(self, build_id: str) -> str:
-        return f"{self.web_url}/logs/{build_id}" if self.web_url else f"/logs/{build_id}"
 
 
 class PipelineManager:
@@ -64,10 +28,12 @@ class PipelineManager:
 
     name = "base"
 
-    def __init__(self, config: PipelineConfig, layout: Layout, ctx: ManagerContext):
+    def __init__(self, config: PipelineConfig, layout: Layout, ctx: ManagerContext,
+                 journal: Journal):
         self.config = config
         self.layout = layout
         self.ctx = ctx
+        self.journal = journal
         self.queues: list[ChangeQueue] = []
         self.paused = False
 
@@ -167,15 +133,12 @@ class PipelineManager:
         item = Item(change=change, pipeline=self.config.name, queue=queue,
                     enqueued_at=self.ctx.clock(), quick=quick or self.config.quick)
         queue.items.append(item)
-        self.ctx.items[item.id] = item
         item.buildset = self.new_buildset(item, graph)
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return item, actions, ""
 
     def new_buildset(self, item: Item, graph: JobGraph | None = None) -> BuildSet:
-        bs = BuildSet(item_id=item.id, graph=graph or item.buildset.graph)  # type: ignore[union-attr]
-        self.ctx.buildsets[bs.id] = item
-        return bs
+        return BuildSet(item_id=item.id, graph=graph or item.buildset.graph)  # type: ignore[union-attr]
 
     def dequeue(self, item: Item, reason: str) -> list[Action]:
         """Remove an item, cancelling its builds; no failure report."""
@@ -195,22 +158,19 @@ class PipelineManager:
                 build.state = BuildState.COMPLETED
                 build.result = Result.CANCELED
                 build.finished_at = self.ctx.clock()
-                self.ctx.builds.pop(build.id, None)
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return actions
 
     def reset(self, item: Item, reason: str = "") -> list[Action]:
         """Start the item over on a new buildset (its old builds are cancelled)."""
         actions = self.cancel_builds(item)
-        if item.buildset is not None:
-            self.ctx.buildsets.pop(item.buildset.id, None)
         item.buildset = self.new_buildset(item)
         item.buildset.reason = reason
         self.hold(item)
         item.result = None
         item.failing_reason = ""
         item.message = ""   # what it said was about the old buildset
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return actions
 
     @staticmethod
@@ -228,11 +188,7 @@ class PipelineManager:
             queue.items.remove(item)
         if not queue.items and self.config.manager == "independent" and queue in self.queues:
             self.queues.remove(queue)
-        if item.buildset is not None:
-            self.ctx.buildsets.pop(item.buildset.id, None)
-        self.ctx.touch(item)
-        self.ctx.items.pop(item.id, None)
-        self.ctx.finished.append(item)
+        self.journal.leave(item)
         self.forget(item)
 
     # --- the walk ---------------------------------------------------------------------
@@ -273,7 +229,7 @@ class PipelineManager:
             bs.merge_state = MergeState.PREPARING
             bs.merge_attempts += 1
             actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
-            self.ctx.touch(item)
+            self.journal.touch(item)
             return actions
         if bs.merge_state is MergeState.PREPARING:
             return actions
@@ -298,7 +254,7 @@ class PipelineManager:
             bs.builds[job.name] = Build(job.name, bs.id, state=BuildState.COMPLETED,
                                         result=Result.SKIPPED, voting=job.voting,
                                         enqueued_at=now, finished_at=now)
-            self.ctx.touch(item)
+            self.journal.touch(item)
         for job in bs.graph.ready(results, bs.builds):
             build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
             bs.builds[job.name] = build
@@ -314,13 +270,12 @@ class PipelineManager:
         assert bs is not None
         job = bs.graph.job(build.job)
         build.log_url = self.ctx.log_url(build.id)
-        self.ctx.builds[build.id] = (item, build)
-        self.ctx.touch(item)
+        self.journal.touch(item)
         try:
             params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url,
                                       self.ctx.artifacts_url(bs.id))
         except ParameterError as exc:
-            return self.complete_build(build.id, Result.ERROR, str(exc))
+            return self.complete_build(item, build, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]
 
     def retrigger(self, item: Item, job: str) -> list[str]:
@@ -342,7 +297,7 @@ class PipelineManager:
         item.result = None
         item.failing_reason = ""
         item.advance(ItemState.TESTING)
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return again
 
     def rerun(self, old: Item, job: str) -> tuple[Item | None, list[str]]:
@@ -355,29 +310,25 @@ class PipelineManager:
         item = Item(change=old.change, pipeline=self.config.name, queue=queue,
                     enqueued_at=self.ctx.clock(), quick=old.quick)
         queue.items.append(item)
-        self.ctx.items[item.id] = item
         item.buildset = new = self.new_buildset(item, bs.graph)
         new.changes, new.ref, new.commit, new.tip = bs.changes, bs.ref, bs.commit, bs.tip
         new.merge_state = MergeState.READY
         again = [job, *bs.graph.descendants(job)]
         new.builds = {name: b for name, b in bs.builds.items() if name not in again}
         item.advance(ItemState.TESTING)   # its start was reported by the first run
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return item, again
 
     # --- results -------------------------------------------------------------------
 
-    def complete_build(self, build_id: str, result: Result | None, message: str = "",
+    def complete_build(self, item: Item, build: Build, result: Result | None, message: str = "",
                        not_registered: bool = False) -> list[Action]:
-        """Record a build's end; ``result`` None means the attempt was lost: retry."""
-        entry = self.ctx.builds.pop(build_id, None)
-        if entry is None:
-            return []
-        item, build = entry
+        """Record a build's end; ``result`` None means the attempt was lost: retry.
+        A build that is done already, or of an older buildset, is ignored."""
         bs = item.buildset
-        if bs is None or bs.builds.get(build.job) is not build:
+        if bs is None or bs.builds.get(build.job) is not build or build.done:
             return []
-        self.ctx.touch(item)
+        self.journal.touch(item)
         build.finished_at = self.ctx.clock()
         build.message = message
         build.state = BuildState.COMPLETED
@@ -451,7 +402,6 @@ class PipelineManager:
         item.advance(ItemState.REPORTED)
         actions: list[Action] = [self.report(item, phase)]
         self._remove(item)
-        self.ctx.remember(item)
         return actions + self.on_item_reported(item)
 
     def report(self, item: Item, phase: str) -> Report:

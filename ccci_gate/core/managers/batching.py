@@ -121,7 +121,7 @@ class BatchingManager(DependentManager):
             assert bs is not None
             if marks.proven and not item.merging and not self._proof_holds(item, expected):
                 marks.proven, marks.proven_commit, item.result = (), "", None
-                self.ctx.touch(item)
+                self.journal.touch(item)
             if (bs.merge_state is not MergeState.PENDING and not item.merging
                     and not (marks.aside and failing(item))):
                 if not same_changes(bs.changes, expected, queue.merged):
@@ -144,7 +144,7 @@ class BatchingManager(DependentManager):
         marks.mark = len(item.queue.merged)
         item.result = Result.SUCCESS
         item.message = message
-        self.ctx.touch(item)
+        self.journal.touch(item)
 
     @staticmethod
     def _has_builds(item: Item) -> bool:
@@ -185,7 +185,7 @@ class BatchingManager(DependentManager):
         for member in batch:
             self.state.of(member).aside = group.id
             member.message = f"set aside: bisecting a failed batch of {len(batch)}"
-            self.ctx.touch(member)
+            self.journal.touch(member)
 
     def _new_probes(self, queue: ChangeQueue) -> list[Item]:
         """Start probes while fewer than ``MAX_PROBES`` run: bisection, then the lane."""
@@ -231,7 +231,7 @@ class BatchingManager(DependentManager):
             else:
                 group.hi = min(group.hi, index)
                 group.hi_conflict = verdict == "conflict"
-            self.ctx.touch(probe)
+            self.journal.touch(probe)
         if group.lo < group.hi or group.probes:
             return []
         return self._convict(queue, group)
@@ -257,7 +257,7 @@ class BatchingManager(DependentManager):
         culprit.failing_reason = (f"culprit of a failed batch of {len(group.members)}: the "
                                   f"changes ahead of it passed, with it they failed ({evidence})")
         self._observe(True)
-        self.ctx.touch(culprit)
+        self.journal.touch(culprit)
         cleared = group.members[:group.hi]
         if cleared and self._undisturbed(queue, group):
             # nothing was tested or merged without the group meanwhile: the passing
@@ -304,7 +304,7 @@ class BatchingManager(DependentManager):
             if not self._m(item).probe_failed:
                 self.state.of(item).probe_failed = True  # some change of this ref conflicts: bisect
                 item.failing_reason = bs.merge_message
-                self.ctx.touch(item)
+                self.journal.touch(item)
             return []
         return super().process_item(item)
 
@@ -323,7 +323,7 @@ class BatchingManager(DependentManager):
             self.state.of(probe).probe_failed = True
             probe.result = None
             probe.failing_reason = self.failure_reason(probe)
-            self.ctx.touch(probe)
+            self.journal.touch(probe)
             return self.cancel_builds(probe)
         if verdict == "pass" and not marks.aside:
             bs = probe.buildset
@@ -342,7 +342,7 @@ class BatchingManager(DependentManager):
                     actions += self.cancel_builds(other)
             return actions
         if verdict == "pass" and marks.aside:
-            self.ctx.touch(probe)   # bisection reads it on the next walk
+            self.journal.touch(probe)   # bisection reads it on the next walk
         return []
 
     # --- reporting ----------------------------------------------------------------------

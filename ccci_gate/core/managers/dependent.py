@@ -108,7 +108,7 @@ class DependentManager(PipelineManager):
     def request_merge(self, item: Item, commit: str | None) -> list[Action]:
         """Ask the source to merge ``item`` at the tested ``commit``."""
         item.advance(ItemState.MERGING)
-        self.ctx.touch(item)
+        self.journal.touch(item)
         return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
                             branch=item.change.branch)]
 
@@ -116,7 +116,7 @@ class DependentManager(PipelineManager):
         """The source merged the head's change."""
         if item.state is ItemState.MERGING:
             item.advance(ItemState.MERGED)
-            self.ctx.touch(item)
+            self.journal.touch(item)
 
     def merge_refused(self, item: Item, status: int, message: str) -> None:
         """The source refused the merge: report it truthfully; items behind, built on a
@@ -126,7 +126,7 @@ class DependentManager(PipelineManager):
         item.advance(ItemState.COMPLETE)
         item.result = Result.MERGE_FAILED
         item.failing_reason = f"the source refused the merge ({status}): {message}"
-        self.ctx.touch(item)
+        self.journal.touch(item)
 
     # --- operator commands --------------------------------------------------------------
 
@@ -136,5 +136,5 @@ class DependentManager(PipelineManager):
         queue.items.remove(item)
         queue.items.insert(0, item)
         for other in queue.items:
-            self.ctx.touch(other)
+            self.journal.touch(other)
         return True
