@@ -15,7 +15,8 @@ from .actions import Action
 from .indexes import Indexes
 from .layout import Layout
 from .managers import Journal, ManagerContext, PipelineManager, make_manager
-from .model import BuildState, Change, Item, MergeState, Result
+from .model import BuildState, Change, ChangeQueue, Item, MergeState, Result
+from .records import RECORD_VERSION, Changes, Record, item_from_record, item_record
 from .status import item_summary
 from .triggers import pipeline_accepts
 
@@ -358,6 +359,37 @@ class Engine:
         ev.ItemMerged: _on_ItemMerged,
         ev.MergeRefused: _on_MergeRefused,
     }
+
+    # --- records: the state that must survive a restart ------------------------------
+
+    def to_record(self) -> Record:
+        """Every pipeline's queues and items, and the last reported runs, as plain data."""
+        return {"version": RECORD_VERSION,
+                "pipelines": {name: m.to_record() for name, m in self.managers.items()},
+                "last_run": [item_record(item) for item in self.index.last_run.values()]}
+
+    @classmethod
+    def from_record(cls, layout: Layout, record: Record, clock: Callable[[], float] = time.time,
+                    zuul_url: str = "", web_url: str = "") -> "Engine":
+        """An engine on ``layout`` carrying on from ``record`` (pipelines ``layout`` no
+        longer has are dropped, and noted)."""
+        if record.get("version") != RECORD_VERSION:
+            raise ValueError(f"record version {record.get('version')!r}, expected {RECORD_VERSION}")
+        engine = cls(layout, clock, zuul_url, web_url)
+        changes = Changes()
+        for name, data in record["pipelines"].items():
+            manager = engine.managers.get(name)
+            if manager is None:
+                engine.note(f"restore: pipeline {name} is gone; its items are dropped")
+                continue
+            for item in manager.restore(data, changes):
+                engine.journal.touch(item)
+        for data in record["last_run"]:
+            engine.index.remember(item_from_record(
+                data, ChangeQueue(data["pipeline"], data["queue"]), changes))
+        engine.index.absorb(engine.journal)
+        engine.index.take_dirty()   # the store has these already
+        return engine
 
     # --- views --------------------------------------------------------------------------
 

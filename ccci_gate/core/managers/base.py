@@ -17,6 +17,7 @@ from ..layout import Layout, PipelineConfig
 from ..model import (Build, BuildSet, BuildState, Change, ChangeQueue, Item, ItemState,
                      MergeState, Result)
 from ..params import ParameterError, build_parameters
+from ..records import Changes, Record, queue_from_record, queue_record
 from ..status import item_summary
 from .context import Journal, ManagerContext
 
@@ -91,6 +92,16 @@ class PipelineManager:
     def summary(self, item: Item) -> dict[str, object]:
         """The item as plain data, for reports, the store and the status."""
         return item_summary(item, self.ctx.clock(), self.ctx.web_url, self.describe(item))
+
+    def to_record(self) -> Record:
+        """This pipeline's state as plain data (see ``core/records.py``)."""
+        return {"paused": self.paused, "queues": [queue_record(q) for q in self.queues]}
+
+    def restore(self, record: Record, changes: Changes) -> list[Item]:
+        """Take the state of ``to_record`` back; returns the items restored."""
+        self.paused = record["paused"]
+        self.queues = [queue_from_record(q, changes) for q in record["queues"]]
+        return list(self.items)
 
     def adopt(self, previous: "PipelineManager") -> None:
         """Take over the queues of the manager this one replaces (reconfiguration)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from ..actions import Action
 from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
+from ..records import Changes, Record, change_record
 from .base import PipelineManager
 from .batches import BatchingState, Group, Marks
 from .dependent import DependentManager, failing, same_changes
@@ -54,6 +55,15 @@ class BatchingManager(DependentManager):
         super().adopt(previous)
         if isinstance(previous, BatchingManager):
             self.state = previous.state
+
+    def to_record(self) -> Record:
+        return {**super().to_record(), "batching": self.state.to_record(change_record)}
+
+    def restore(self, record: Record, changes: Changes) -> list[Item]:
+        items = super().restore(record, changes)
+        self.state = BatchingState.from_record(record["batching"], {i.id: i for i in items},
+                                               changes)
+        return items
 
     def forget(self, item: Item) -> None:
         super().forget(item)
