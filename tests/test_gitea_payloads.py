@@ -123,3 +123,15 @@ def test_the_fake_checks_requests_against_gitea_api():
     assert spec.check("GET", "/api/v1/repos/o/r/nonsense", {}, None)
     assert spec.check("GET", "/api/v1/repos/o/r/pulls", {"bogus": ["1"]}, None)
     assert spec.check("POST", "/api/v1/repos/o/r/issues/2/comments", {}, {"text": "x"})
+
+
+def test_commit_status_states_follow_the_one_infra_definition():
+    from ccci_gate.core.model import Result
+    from ccci_gate.drivers.gitea.reporter import status_state
+    assert status_state(None) == "pending" and status_state("SUCCESS") == "success"
+    for result in Result:
+        if result.is_infra:
+            assert status_state(result.value) == "error", result
+        elif result.blames_change:
+            assert status_state(result.value) == "failure", result
+    assert status_state("MERGE_FAILED") == "error"

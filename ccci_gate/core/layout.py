@@ -27,6 +27,13 @@ REPORT_PHASES = ("start", "success", "failure", "merge-failure")
 _EMPTY: Mapping = MappingProxyType({})
 
 
+def build_function(job: str, label: str | None = None) -> str:
+    """The Gearman function that runs ``job`` (Zuul v2): ``build:<job>`` or, for a job
+    that needs a labelled worker, ``build:<job>:<label>``. The one definition:
+    ``gearman.protocol`` uses this one."""
+    return f"build:{job}:{label}" if label else f"build:{job}"
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """A job: what runs (``kind``/``run``), where it sits in the graph and how it retries."""
@@ -47,7 +54,7 @@ class JobConfig:
     @property
     def function(self) -> str:
         """The Gearman function a worker registers for this job."""
-        return f"build:{self.name}:{self.label}" if self.label else f"build:{self.name}"
+        return build_function(self.name, self.label)
 
     def matches(self, branch: str, files: tuple[str, ...] | None) -> bool:
         """Whether the job applies to a change on ``branch`` touching ``files``.
@@ -115,6 +122,12 @@ class Layout:
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict)
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+
+    def shared_queue(self, project: str) -> str:
+        """The name of the queue ``project`` shares with others (its ``queue``), or its
+        own name: the one definition serial and dependent pipelines use."""
+        proj = self.projects.get(project)
+        return proj.queue if proj is not None and proj.queue else project
 
     def jobs_for(self, project: str, pipeline: str, branch: str,
                  files: tuple[str, ...] | None = None) -> tuple[JobConfig, ...]:

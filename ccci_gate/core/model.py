@@ -44,8 +44,20 @@ class Result(str, enum.Enum):
 
     @property
     def is_infra(self) -> bool:
-        """Results that say the system failed, not the change."""
-        return self in (Result.NOT_REGISTERED, Result.RETRY_LIMIT, Result.ERROR)
+        """The system failed, not the change: no worker, attempts lost, an error, or the
+        build stopped by the gate or its worker. The one definition (reporters use it)."""
+        return self in INFRA_RESULTS
+
+    @property
+    def blames_change(self) -> bool:
+        """The change is at fault: it failed, timed out, never ran because what it needs
+        failed, or does not merge. (``MERGE_FAILED`` is neither this nor infra: it
+        passed, and the source refused.)"""
+        return self in (Result.FAILURE, Result.TIMED_OUT, Result.SKIPPED, Result.MERGE_CONFLICT)
+
+
+INFRA_RESULTS = frozenset({Result.NOT_REGISTERED, Result.RETRY_LIMIT, Result.ERROR,
+                           Result.ABORTED, Result.CANCELED})
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,25 @@ class BuildSet:
 
     def running(self) -> Iterator[Build]:
         return (b for b in self.builds.values() if not b.done)
+
+    def _bad(self) -> list[Build]:
+        return [b for b in self.builds.values() if b.voting and b.done
+                and b.result not in (Result.SUCCESS, Result.SKIPPED)]
+
+    def failing(self) -> bool:
+        """A voting build finished with anything but SUCCESS: the item will fail."""
+        return any(b.voting and b.done and b.result is not Result.SUCCESS
+                   for b in self.builds.values())
+
+    def failure_reason(self) -> str:
+        bad = [f"{b.job}: {b.result.value if b.result else '?'}" for b in self._bad()]
+        return "; ".join(bad) or "a voting job did not succeed"
+
+    def infra_only(self) -> bool:
+        """Every voting failure was the system's fault (``Result.is_infra``), none the
+        change's: the item's result is ERROR, not FAILURE."""
+        bad = self._bad()
+        return bool(bad) and all(b.result is not None and b.result.is_infra for b in bad)
 
 
 class ItemState(str, enum.Enum):

@@ -1,6 +1,7 @@
 """The Gearman protocol between gatekeeper and workers, defined once (Zuul v2 compatible).
 
-- Functions: ``build:<job>``, ``build:<job>:<label>``; ``stop:<worker>`` aborts a build.
+- Functions: ``build:<job>``, ``build:<job>:<label>`` (named by
+  ``core.layout.build_function``, the one definition); ``stop:<worker>`` aborts a build.
 - A build's ``unique`` is its id; its argument is a JSON object of strings.
 - WORK_DATA: the first ``{name, number, manager, url}`` says the build started; later
   ``{"log": text}`` messages carry the build log.
@@ -17,10 +18,6 @@ import gear
 
 PRECEDENCE = {"high": gear.PRECEDENCE_HIGH, "normal": gear.PRECEDENCE_NORMAL,
               "low": gear.PRECEDENCE_LOW}
-
-
-def build_function(job: str, label: str | None = None) -> str:
-    return f"build:{job}:{label}" if label else f"build:{job}"
 
 
 def stop_function(worker: str) -> str:

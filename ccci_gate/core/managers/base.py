@@ -270,9 +270,9 @@ class PipelineManager:
             build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
             bs.builds[job.name] = build
             actions += self.start(item, build)
-        if item.result is None and self.will_fail(item):
+        if item.result is None and bs.failing():
             item.result = Result.FAILURE
-            item.failing_reason = self.failure_reason(item)
+            item.failing_reason = bs.failure_reason()
             actions += self.on_item_failing(item)
         return actions
 
@@ -358,19 +358,6 @@ class PipelineManager:
         build.result = result
         return []
 
-    def will_fail(self, item: Item) -> bool:
-        bs = item.buildset
-        assert bs is not None
-        return any(b.voting and b.done and b.result is not Result.SUCCESS
-                   for b in bs.builds.values())
-
-    def failure_reason(self, item: Item) -> str:
-        bs = item.buildset
-        assert bs is not None
-        bad = [f"{b.job}: {b.result.value if b.result else '?'}" for b in bs.builds.values()
-               if b.voting and b.done and b.result not in (Result.SUCCESS, Result.SKIPPED)]
-        return "; ".join(bad) or "a voting job did not succeed"
-
     def is_complete(self, item: Item) -> bool:
         bs = item.buildset
         assert bs is not None
@@ -388,17 +375,10 @@ class PipelineManager:
         if not self.can_report(item):
             return []
         if item.result is None:
-            item.result = Result.FAILURE if self.will_fail(item) else Result.SUCCESS
-        if item.result is Result.FAILURE and self.infra_failure(item):
+            item.result = Result.FAILURE if item.buildset.failing() else Result.SUCCESS  # type: ignore[union-attr]
+        if item.result is Result.FAILURE and item.buildset.infra_only():  # type: ignore[union-attr]
             item.result = Result.ERROR
         return self.finish(item)
-
-    def infra_failure(self, item: Item) -> bool:
-        """Every voting failure was the system's fault, none the change's."""
-        bs = item.buildset
-        assert bs is not None
-        bad = [b for b in bs.builds.values() if b.voting and b.result not in (Result.SUCCESS, Result.SKIPPED)]
-        return bool(bad) and all(b.result is not None and b.result.is_infra for b in bad)
 
     def phase_for(self, item: Item) -> str:
         if item.result is Result.SUCCESS:

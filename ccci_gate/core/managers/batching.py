@@ -254,7 +254,7 @@ class BatchingManager(DependentManager):
             return "conflict"
         if bs.merge_state is not MergeState.READY:
             return None
-        if self.will_fail(probe):
+        if bs.failing():
             return "fail"
         return "pass" if PipelineManager.is_complete(self, probe) else None
 
@@ -263,7 +263,7 @@ class BatchingManager(DependentManager):
         culprit = group.members[group.hi]
         actions: list[Action] = []
         culprit.result = Result.MERGE_CONFLICT if group.hi_conflict else Result.FAILURE
-        evidence = culprit.failing_reason or self.failure_reason(culprit)
+        evidence = culprit.failing_reason or culprit.buildset.failure_reason()  # type: ignore[union-attr]
         culprit.failing_reason = (f"culprit of a failed batch of {len(group.members)}: the "
                                   f"changes ahead of it passed, with it they failed ({evidence})")
         self._observe(True)
@@ -332,7 +332,7 @@ class BatchingManager(DependentManager):
         if verdict in ("fail", "conflict"):
             self.state.of(probe).probe_failed = True
             probe.result = None
-            probe.failing_reason = self.failure_reason(probe)
+            probe.failing_reason = probe.buildset.failure_reason()  # type: ignore[union-attr]
             self.journal.touch(probe)
             return self.cancel_builds(probe)
         if verdict == "pass" and not marks.aside:

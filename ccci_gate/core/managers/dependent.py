@@ -41,13 +41,10 @@ class DependentManager(PipelineManager):
 
     # --- queues ---------------------------------------------------------------------
 
-    def queue_name(self, change: Change) -> str:
-        project = self.layout.projects.get(change.project)
-        shared = project.queue if project is not None and project.queue else change.project
-        return f"{shared}@{change.branch}"
-
     def queue_for(self, change: Change) -> ChangeQueue:
-        return self.named_queue(self.queue_name(change), window=self.config.window.start)
+        """One queue per shared queue (``Layout.shared_queue``) and target branch."""
+        name = f"{self.layout.shared_queue(change.project)}@{change.branch}"
+        return self.named_queue(name, window=self.config.window.start)
 
     # --- the walk -----------------------------------------------------------------------
 

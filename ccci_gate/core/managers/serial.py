@@ -14,9 +14,7 @@ class SerialManager(PipelineManager):
     name = "serial"
 
     def queue_for(self, change: Change) -> ChangeQueue:
-        project = self.layout.projects.get(change.project)
-        name = (project.queue if project and project.queue else None) or change.project
-        return self.named_queue(name, window=1)
+        return self.named_queue(self.layout.shared_queue(change.project), window=1)
 
     def is_active(self, item: Item) -> bool:
         return item.is_head

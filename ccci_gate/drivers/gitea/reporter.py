@@ -23,6 +23,7 @@ import jinja2
 import jinja2.sandbox
 
 from ...core.actions import Report
+from ...core.model import Result
 from .api import GiteaAPI, GiteaError, GiteaUnavailable, path
 from .store import GiteaStore, Outgoing
 
@@ -33,7 +34,6 @@ TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
 MAX_DELAY = 300.0
 MAX_ATTEMPTS = 50  # about four hours of a Gitea outage at the longest delay
 
-INFRA = {"NOT_REGISTERED", "RETRY_LIMIT", "ERROR", "ABORTED", "CANCELED", "MERGE_FAILED"}
 VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
             "MERGE_CONFLICT": ("needs a rebase (merge conflict)", "⚠️"),
             "MERGE_FAILED": ("passed, but Gitea refused the merge", "⚠️"),
@@ -41,14 +41,17 @@ VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
 
 
 def status_state(result: str | None) -> str:
-    """Gitea's commit status state for a build or item result (honest mapping)."""
+    """Gitea's commit status state for a build or item result (honest mapping): a
+    result that blames the change is a ``failure``; an infra result (``Result.is_infra``)
+    or a refused merge is an ``error``."""
     if result is None:
         return "pending"
-    if result == "SUCCESS":
+    if result == Result.SUCCESS.value:
         return "success"
-    if result in INFRA:
-        return "error"
-    return "failure"  # FAILURE, TIMED_OUT, SKIPPED (a job it requires failed), conflicts
+    try:
+        return "failure" if Result(result).blames_change else "error"
+    except ValueError:
+        return "error"   # a result this gatekeeper does not know: not the change's fault
 
 
 def _duration(seconds: Any) -> str:
