@@ -8,7 +8,7 @@ import pytest
 from ccci_gate.core.actions import PrepareRef
 from ccci_gate.core.model import Change
 from ccci_gate.merger import GitMerger, MergeConflict, git_http_handler
-from ccci_gate.merger.git import GitError
+from ccci_gate.git import GitError
 from ccci_gate.web.routes import Router
 from ccci_gate.web.server import WebServer
 

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 from ..core.actions import PrepareRef
 from ..core.events import Event, MergeFailed, RefPrepared
 from ..core.model import Change
-from .git import GitError, check_project, check_ref, git, out
+from ..git import GitError, check_project, check_ref, git, out
 
 log = logging.getLogger("ccci_gate.merger")
 

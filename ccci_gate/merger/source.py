@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..core.actions import MergeChange
 from ..core.events import ItemMerged, MergeRefused
 from ..ports import Emit
-from .git import GitError, check_project, check_ref, git
+from ..git import GitError, check_project, check_ref, git
 from .merger import GitMerger
 
 log = logging.getLogger("ccci_gate.merger.source")

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..merger.git import GitError, check_project, check_ref, git, out
+from ..git import GitError, check_project, check_ref, git, out
 
 
 class WorkspaceError(RuntimeError):
