@@ -15,6 +15,7 @@ from .actions import Action
 from .indexes import Indexes
 from .layout import Layout
 from .managers import Journal, ManagerContext, PipelineManager, make_manager
+from .operator import OperatorCommands
 from .model import BuildState, Change, ChangeQueue, Item, MergeState, Result
 from .records import RECORD_VERSION, Changes, Record, item_from_record, item_record
 from .status import item_summary
@@ -23,7 +24,7 @@ from .triggers import pipeline_accepts
 MAX_PASSES = 1000
 
 
-class Engine:
+class Engine(OperatorCommands):
     """Pipelines and their items; the only writer is the scheduler thread.
 
     The engine owns its indexes (:class:`~.indexes.Indexes`); managers see a read-only
@@ -119,12 +120,6 @@ class Engine:
             return []
         return self.enqueue(event.pipeline, event.change, quick=manager.config.quick)
 
-    def _on_EnqueueRequest(self, event: ev.EnqueueRequest) -> list[Action]:
-        if event.pipeline not in self.managers:
-            self.note(f"enqueue refused: no pipeline {event.pipeline!r}")
-            return []
-        return self.enqueue(event.pipeline, event.change, event.quick)
-
     def enqueue(self, pipeline: str, change: Change, quick: bool = False) -> list[Action]:
         item, actions, why = self.managers[pipeline].enqueue(change, quick)
         self.note(f"enqueued {change.describe()} in {pipeline}" if item else f"not enqueued: {why}")
@@ -153,9 +148,6 @@ class Engine:
             if item is not None:
                 actions += manager.dequeue(item, reason)
         return actions
-
-    def _on_DequeueRequest(self, event: ev.DequeueRequest) -> list[Action]:
-        return self.dequeue_everywhere(tuple(event.change_key), event.reason, event.pipeline)
 
     # --- merger results ---------------------------------------------------------------
 
@@ -272,65 +264,6 @@ class Engine:
                 actions += self.enqueue(name, change, old.quick)
         return actions
 
-    # --- operator commands ----------------------------------------------------------------
-
-    def _managed_item(self, pipeline: str, key: tuple) -> tuple[PipelineManager | None, Item | None]:
-        manager = self.managers.get(pipeline)
-        if manager is None:
-            self.note(f"no pipeline {pipeline!r}")
-            return None, None
-        return manager, manager.find(tuple(key))
-
-    def _on_PromoteRequest(self, event: ev.PromoteRequest) -> list[Action]:
-        manager, item = self._managed_item(event.pipeline, event.change_key)
-        if item is None or manager is None or not manager.promote(item):
-            self.note(f"cannot promote {event.change_key} in {event.pipeline}")
-        return []
-
-    def _on_RetriggerRequest(self, event: ev.RetriggerRequest) -> list[Action]:
-        manager, item = self._managed_item(event.pipeline, event.change_key)
-        if manager is None:
-            return []
-        if item is not None:
-            again = manager.retrigger(item, event.job)
-        else:
-            old = self.index.last_run.get((event.pipeline, tuple(event.change_key)))
-            again = manager.rerun(old, event.job)[1] if old is not None else []
-        self.note(f"retrigger {event.job} of {event.change_key}: "
-                  + (", ".join(again) if again else "nothing to run"))
-        return []
-
-    def _on_PauseRequest(self, event: ev.PauseRequest) -> list[Action]:
-        manager = self.managers.get(event.pipeline)
-        if manager is not None:
-            manager.paused = event.paused
-        return []
-
-    # --- reconfiguration ----------------------------------------------------------------
-
-    def _on_ReconfigureRequest(self, event: ev.ReconfigureRequest) -> list[Action]:
-        return self.reconfigure(event.layout)
-
-    def reconfigure(self, layout: Layout) -> list[Action]:
-        """Swap in ``layout``; items and builds in flight are re-homed where their
-        pipeline still exists, and dequeued (builds cancelled) where it does not."""
-        actions: list[Action] = []
-        old = self.managers
-        self.layout = layout
-        self.managers = {}
-        for name, cfg in layout.pipelines.items():
-            manager = self._manager(cfg)
-            previous = old.get(name)
-            if previous is not None:
-                manager.adopt(previous)
-            self.managers[name] = manager
-        for name, manager in old.items():
-            if name not in self.managers:
-                for item in list(manager.items):
-                    actions += manager.dequeue(item, f"pipeline {name} removed by reconfiguration")
-        self.note(f"reconfigured: {len(layout.pipelines)} pipelines")
-        return actions
-
     # --- the handler table: every event class the engine understands ---------------------
 
     HANDLERS: dict[type[ev.Event], Callable[["Engine", Any], list[Action]]] = {
@@ -345,12 +278,12 @@ class Engine:
         ev.BranchMoved: _on_branch_moved,
         ev.BranchCreated: _on_branch_moved,
         ev.TimerFired: _on_timer,
-        ev.EnqueueRequest: _on_EnqueueRequest,
-        ev.DequeueRequest: _on_DequeueRequest,
-        ev.PromoteRequest: _on_PromoteRequest,
-        ev.RetriggerRequest: _on_RetriggerRequest,
-        ev.PauseRequest: _on_PauseRequest,
-        ev.ReconfigureRequest: _on_ReconfigureRequest,
+        ev.EnqueueRequest: OperatorCommands._on_EnqueueRequest,
+        ev.DequeueRequest: OperatorCommands._on_DequeueRequest,
+        ev.PromoteRequest: OperatorCommands._on_PromoteRequest,
+        ev.RetriggerRequest: OperatorCommands._on_RetriggerRequest,
+        ev.PauseRequest: OperatorCommands._on_PauseRequest,
+        ev.ReconfigureRequest: OperatorCommands._on_ReconfigureRequest,
         ev.RefPrepared: _on_RefPrepared,
         ev.MergeFailed: _on_MergeFailed,
         ev.BuildStarted: _on_BuildStarted,

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..actions import Action, CancelBuild, PrepareRef, Report, StartBuild
+from ..actions import Action, PrepareRef, Report
 from ..jobgraph import JobGraph
 from ..layout import Layout, PipelineConfig
-from ..model import (Build, BuildSet, BuildState, Change, ChangeQueue, Item, ItemState,
-                     MergeState, Result)
-from ..params import ParameterError, build_parameters
+from ..model import BuildSet, Change, ChangeQueue, Item, ItemState, MergeState, Result
 from ..records import Changes, Record, queue_from_record, queue_record
 from ..status import item_summary
+from .builds import BuildRunner
 from .context import Journal, ManagerContext
 
 MERGE_RETRIES = 3
 
 
-class PipelineManager:
+class PipelineManager(BuildRunner):
     """Base manager; subclasses set ``name`` and override the policy hooks."""
 
     name = "base"
@@ -159,19 +158,6 @@ class PipelineManager:
         self._remove(item)
         return actions
 
-    def cancel_builds(self, item: Item) -> list[Action]:
-        actions: list[Action] = []
-        if item.buildset is None:
-            return actions
-        for build in item.buildset.builds.values():
-            if not build.done:
-                actions.append(CancelBuild(build.id))
-                build.state = BuildState.COMPLETED
-                build.result = Result.CANCELED
-                build.finished_at = self.ctx.clock()
-        self.journal.touch(item)
-        return actions
-
     def reset(self, item: Item, reason: str = "") -> list[Action]:
         """Start the item over on a new buildset (its old builds are cancelled)."""
         actions = self.cancel_builds(item)
@@ -254,63 +240,6 @@ class PipelineManager:
         actions += self.launch(item)
         return actions + self.maybe_report(item)
 
-    def launch(self, item: Item) -> list[Action]:
-        """Skip what can no longer run; start what is ready."""
-        bs = item.buildset
-        assert bs is not None
-        now = self.ctx.clock()
-        results = {j: r.value for j, r in bs.results().items()}
-        actions: list[Action] = []
-        for job in bs.graph.to_skip(results, bs.builds):
-            bs.builds[job.name] = Build(job.name, bs.id, state=BuildState.COMPLETED,
-                                        result=Result.SKIPPED, voting=job.voting,
-                                        enqueued_at=now, finished_at=now)
-            self.journal.touch(item)
-        for job in bs.graph.ready(results, bs.builds):
-            build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
-            bs.builds[job.name] = build
-            actions += self.start(item, build)
-        if item.result is None and bs.failing():
-            item.result = Result.FAILURE
-            item.failing_reason = bs.failure_reason()
-            actions += self.on_item_failing(item)
-        return actions
-
-    def start(self, item: Item, build: Build) -> list[Action]:
-        bs = item.buildset
-        assert bs is not None
-        job = bs.graph.job(build.job)
-        build.log_url = self.ctx.log_url(build.id)
-        self.journal.touch(item)
-        try:
-            params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url,
-                                      self.ctx.artifacts_url(bs.id))
-        except ParameterError as exc:
-            return self.complete_build(item, build, Result.ERROR, str(exc))
-        return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]
-
-    def retrigger(self, item: Item, job: str) -> list[str]:
-        """Forget the results of ``job`` and what requires it, so they run again.
-
-        Returns the jobs that will run again; the other results stand.
-        """
-        bs = item.buildset
-        assert bs is not None
-        if item.merging:
-            return []  # passed and being merged: nothing to run again
-        again = [job, *bs.graph.descendants(job)]
-        for name in again:
-            build = bs.builds.get(name)
-            if build is not None and not build.done:
-                return []  # still running: nothing to retrigger yet
-        for name in again:
-            bs.builds.pop(name, None)
-        item.result = None
-        item.failing_reason = ""
-        item.advance(ItemState.TESTING)
-        self.journal.touch(item)
-        return again
-
     def rerun(self, old: Item, job: str) -> tuple[Item | None, list[str]]:
         """Enqueue a reported item again on its old ref, re-running only ``job`` and what
         requires it."""
@@ -331,32 +260,6 @@ class PipelineManager:
         return item, again
 
     # --- results -------------------------------------------------------------------
-
-    def complete_build(self, item: Item, build: Build, result: Result | None, message: str = "",
-                       not_registered: bool = False) -> list[Action]:
-        """Record a build's end; ``result`` None means the attempt was lost: retry.
-        A build that is done already, or of an older buildset, is ignored."""
-        bs = item.buildset
-        if bs is None or bs.builds.get(build.job) is not build or build.done:
-            return []
-        self.journal.touch(item)
-        build.finished_at = self.ctx.clock()
-        build.message = message
-        build.state = BuildState.COMPLETED
-        if not_registered:
-            build.result = Result.NOT_REGISTERED
-            return []
-        if result is None:
-            job = bs.graph.job(build.job)
-            if build.attempt < job.attempts:
-                retry = Build(build.job, bs.id, attempt=build.attempt + 1, voting=build.voting,
-                              enqueued_at=self.ctx.clock())
-                bs.builds[build.job] = retry
-                return self.start(item, retry)
-            build.result = Result.RETRY_LIMIT
-            return []
-        build.result = result
-        return []
 
     def is_complete(self, item: Item) -> bool:
         bs = item.buildset
