@@ -150,3 +150,18 @@ def test_gitea_filters_become_core_filters_on_typed_events(tmp_path):
     comment, pr = load_layout([write(tmp_path, text)]).pipelines["check"].triggers["gitea"]
     assert comment.events == (ev.CommentAdded,)          # new comments only, not edits
     assert pr.events == (ev.PatchsetCreated, ev.ChangeMerged)
+
+
+def test_parameter_templates_are_checked_at_load_time(tmp_path):
+    text = GOOD.replace("    run: scripts/build.sh\n", "    run: scripts/build.sh\n    parameters:\n"
+                        "      OK: '{{ project_short }}-{{ params.ZUUL_REFNAME }}'\n"
+                        "      UNCLOSED: '{{ unclosed'\n"
+                        "      ESCAPE: \"{{ ''.__class__.__mro__ }}\"\n"
+                        "      TYPO: '{{ projcet }}'\n")
+    msgs = problems(tmp_path, text)
+    assert len(msgs) == 3
+    assert msgs[0].startswith("layout.yaml:13: job build: parameters.UNCLOSED: template syntax error")
+    assert msgs[1].startswith("layout.yaml:14: job build: parameters.ESCAPE: template does what "
+                              "the sandbox forbids")
+    assert msgs[2].startswith("layout.yaml:15: job build: parameters.TYPO: template uses an "
+                              "unknown name: 'projcet' is undefined")

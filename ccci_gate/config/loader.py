@@ -19,6 +19,7 @@ import yaml
 from ..core.jobgraph import find_cycle
 from ..core.layout import JobConfig, Layout, PipelineConfig, ProjectConfig, WindowConfig
 from ..core.managers import MANAGER_CLASSES
+from ..core.params import check_template
 from ..core.triggers import TriggerFilter
 from ..drivers.base import Driver
 from .schema import FILE, PROJECT_KEYS, STANZAS
@@ -148,7 +149,21 @@ class _Reader:
             return
         if section == "pipelines":
             data = {**data, "trigger": filters}
+        if section == "jobs" and not self._templates(file, raw, data, label):
+            self.invalid.add((section, str(data["name"])))
+            return
         self.stanzas.append(_Stanza(section, data, file, line, raw))
+
+    def _templates(self, file: str, raw: Any, data: dict, label: str) -> bool:
+        """Every parameter template compiles and renders in the sandbox."""
+        ok = True
+        for name, template in data["parameters"].items():
+            why = check_template(template)
+            if why is not None:
+                self.problem(file, _line_of(raw, ["parameters", name]),
+                             f"{label}: parameters.{name}: {why}", raw.line)
+                ok = False
+        return ok
 
     def _triggers(self, file: str, raw: Any, label: str) -> dict[str, tuple[TriggerFilter, ...]] | None:
         """Each ``trigger:`` value checked and translated by its driver (None: problems;
