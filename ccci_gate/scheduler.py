@@ -59,6 +59,13 @@ class _Call(Event):
     reply: "queue.Queue[Any]" = field(default_factory=lambda: queue.Queue(1))
 
 
+@dataclass(frozen=True)
+class _Sync(Event):
+    """Publish a snapshot once everything queued before this is handled."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class Scheduler:
     """Owns the engine; executes its actions through the ports."""
 
@@ -99,6 +106,17 @@ class Scheduler:
     def status(self) -> dict[str, Any]:
         """The last published status (a copy the caller may change)."""
         return dict(self.snapshot.status)
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until every event put before this call is handled and its effect is in
+        the published snapshot; False on timeout."""
+        if self._thread is None:
+            self.run_until_idle()
+            self.publish()
+            return True
+        request = _Sync()
+        self.put(request)
+        return request.done.wait(timeout)
 
     def publish(self) -> None:
         """Publish a new snapshot (scheduler thread only)."""
@@ -147,6 +165,11 @@ class Scheduler:
     def _handle_batch(self, batch: list[Any]) -> int:
         for event in batch:
             if event is None:
+                continue
+            if isinstance(event, _Sync):
+                self.persist()
+                self.publish()
+                event.done.set()
                 continue
             if isinstance(event, _Call):
                 try:

@@ -107,6 +107,7 @@ def test_scheduler_thread_answers_status_calls_from_other_threads(tmp_path):
     sched.start()
     try:
         sched.put(ev.EnqueueRequest("check", CHANGE))
+        assert sched.sync()                       # handled and published
         results = []
         threads = [threading.Thread(target=lambda: results.append(sched.status())) for _ in range(4)]
         for t in threads:

@@ -103,6 +103,20 @@ class GiteaAPI:
                            data.get("title") or "", data.get("html_url") or "",
                            data.get("state") or "open")
 
+    def changed_files(self, repo: str, number: int, limit: int = 50,
+                      max_pages: int = 20) -> tuple[str, ...]:
+        """The files a pull request changes (renamed ones under both names)."""
+        files: list[str] = []
+        for page in range(1, max_pages + 1):
+            data = self.call("GET", path("/repos/{}/pulls/{}/files", repo, number),
+                             params={"page": page, "limit": limit}).json()
+            for entry in data:
+                files += [name for name in (entry.get("filename"), entry.get("previous_filename"))
+                          if name]
+            if len(data) < limit:
+                break
+        return tuple(dict.fromkeys(files))
+
     def open_pulls(self, repo: str) -> list[int]:
         data = self.call("GET", path("/repos/{}/pulls", repo),
                          params={"state": "open", "limit": 50}).json()

@@ -15,7 +15,9 @@ polled in), ``authorization`` (who may trigger), ``source`` (merges out), ``repo
 (statuses and the PR comment out, through the ``store``'s outbox). This module wires
 them and runs the single event thread: it takes queued hooks, resolves what needs the
 API (the head sha of an old comment payload, whether the commenter may trigger) and
-emits the core event ``triggers`` names for them.
+emits the core event ``triggers`` names for them. A pull request's change carries the
+files it touches (for jobs' ``files:`` filters), asked once per head sha; when Gitea
+cannot say, they are unknown and file filters match.
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ from .webhook import WebhookReceiver
 
 log = logging.getLogger("ccci_gate.drivers.gitea")
 
+FILES_CACHE = 1000   # pull request heads whose changed files are remembered
+
 
 class GiteaConnection:
     """One Gitea server as trigger, source and reporter."""
@@ -73,6 +77,7 @@ class GiteaConnection:
         self.webhooks = WebhookReceiver(self.secret, opts["max-payload"], self.store, self.submit)
         self.poller = Poller(self.api, self.store, opts["poll-projects"], self.submit)
         self.bot_user = opts["bot-user"]
+        self._files: dict[tuple[str, int, str], tuple[str, ...] | None] = {}
         self._inbox: queue.Queue[Hook | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -181,6 +186,22 @@ class GiteaConnection:
             self._refused(hook)
         return event
 
+    def changed_files(self, repo: str, number: int | None, head: str) -> tuple[str, ...] | None:
+        """The files pull request ``number`` changes at ``head`` (cached per head sha);
+        None when Gitea cannot say."""
+        if number is None or not head:
+            return None
+        key = (repo, number, head)
+        if key not in self._files:
+            try:
+                self._files[key] = self.api.changed_files(repo, number)
+            except (GiteaError, GiteaUnavailable) as exc:
+                log.warning("files of %s#%s unknown (file filters will match): %s", repo, number, exc)
+                return None
+            while len(self._files) > FILES_CACHE:
+                del self._files[next(iter(self._files))]
+        return self._files[key]
+
     def _refused(self, hook: Hook) -> None:
         log.warning("%s may not trigger on %s#%s (not an org member, writer or allowed "
                     "user): %r ignored", hook.user, hook.repo, hook.number, hook.comment[:60])
@@ -194,7 +215,7 @@ class GiteaConnection:
                authorized: bool, title: str = "", url: str = "") -> TriggerEvent:
         change = Change(hook.repo, branch, hook.pr_ref, number=hook.number, patchset=head,
                         sha=head, url=url or hook.url, title=title or hook.title,
-                        author=hook.user)
+                        author=hook.user, files=self.changed_files(hook.repo, hook.number, head))
         extra = {"comment": hook.comment} if issubclass(cls, CommentAdded) else {}
         return cls(self.driver, change, user=hook.user, authorized=authorized,
                    connection=self.name, **extra)
