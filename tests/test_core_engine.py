@@ -176,11 +176,25 @@ def test_dequeue_cancels_builds_without_report():
 def test_reconfigure_keeps_builds_in_flight():
     h = Harness()
     h.ready()
-    new = layout(build=JobConfig("build", attempts=5))
-    h.send(ev.ReconfigureRequest(new))
+    running = {a.build_id for a in h.started().values()}
+    old = layout()
+    new = Layout(pipelines={"check": PipelineConfig("check", description="reloaded",
+                                                    triggers={"admin": ()},
+                                                    reporters=old.pipelines["check"].reporters)},
+                 projects={"org/recipe": ProjectConfig("org/recipe", pipelines={"check": ("lint",)})},
+                 jobs=old.jobs)
+    out = h.send(ev.ReconfigureRequest(new))
+    assert not any(isinstance(a, act.CancelBuild) for a in out)
+    assert h.engine.layout is new and h.engine.status()["pipelines"][0]["description"] == "reloaded"
     for job in ("build", "publish", "install", "systest", "lint"):
-        h.finish(job, "SUCCESS")
+        h.finish(job, "SUCCESS")           # the item in flight keeps its own job graph
     assert h.reports()[-1].phase == "success"
+    assert running <= {a.build_id for a in h.actions if isinstance(a, act.StartBuild)}
+    other = Change("org/recipe", "main", "refs/pull/8/head", number=8, patchset="def", sha="def")
+    h.send(ev.EnqueueRequest("check", other))   # a new item runs what the new layout says
+    prep = [a for a in h.actions if isinstance(a, act.PrepareRef)][-1]
+    out = h.send(ev.RefPrepared(prep.buildset_id, "refs/zuul/main/Zy", "cafe"))
+    assert [a.parameters["JOB_NAME"] for a in out if isinstance(a, act.StartBuild)] == ["lint"]
 
 
 @pytest.mark.parametrize("text,expected", [("!testme", True), ("!testmexyz", False),
