@@ -66,14 +66,6 @@ class PipelineManager(BuildRunner):
         """Whether the item may have builds now (the window, for dependent)."""
         return True
 
-    def on_item_failing(self, item: Item) -> list[Action]:
-        """Called when an item first knows it will fail (dependent: reset behind it)."""
-        return []
-
-    def on_item_reported(self, item: Item) -> list[Action]:
-        """Called after an item reported and left its queue."""
-        return []
-
     def merged(self, item: Item) -> None:
         """The source merged ``item``'s change as asked (only gates ask)."""
 
@@ -235,7 +227,6 @@ class PipelineManager(BuildRunner):
                 item.result = (Result.MERGE_CONFLICT if bs.merge_state is MergeState.CONFLICT
                                else Result.ERROR)
                 item.failing_reason = bs.merge_message
-                actions += self.on_item_failing(item)
             return actions + self.maybe_report(item)
         actions += self.launch(item)
         return actions + self.maybe_report(item)
@@ -296,7 +287,7 @@ class PipelineManager(BuildRunner):
         item.advance(ItemState.REPORTED)
         actions: list[Action] = [self.report(item, phase)]
         self._remove(item)
-        return actions + self.on_item_reported(item)
+        return actions
 
     def report(self, item: Item, phase: str) -> Report:
         reporters = self.config.reporters_for(phase)

@@ -1,8 +1,9 @@
 """Running an item's job graph: start what is ready, skip what can no longer run, retry
 lost attempts, cancel, and run a job again on the operator's word.
 
-Mixed into :class:`~.base.PipelineManager` (it uses the manager's ``config``, ``ctx``,
-``journal`` and its ``on_item_failing`` hook). Pure: it returns actions.
+Mixed into :class:`~.base.PipelineManager` (it uses the manager's ``config``, ``ctx``
+and ``journal``). Pure: it returns actions. An item that starts failing is noticed by
+the next walk of its queue (a gate then retests those behind it without it).
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ class BuildRunner:
         if item.result is None and bs.failing():
             item.result = Result.FAILURE
             item.failing_reason = bs.failure_reason()
-            actions += self.on_item_failing(item)  # type: ignore[attr-defined]
         return actions
 
     def start(self, item: Item, build: Build) -> list[Action]:
