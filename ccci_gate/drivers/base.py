@@ -21,10 +21,28 @@ import voluptuous as v
 from ..core.triggers import TriggerFilter
 from ..ports import Emit
 
-# (name, options, emit, state_dir) → a connection object: optional attributes
-# ``reporter`` (a Reporter port), ``source`` (a Source port), and methods
-# ``register_routes(router)``, ``start()``, ``stop()``.
-Connect = Callable[[str, Mapping[str, Any], Emit, Path], Any]
+
+
+class Connection:
+    """A configured connection to one server of a driver. Subclasses set what they
+    offer: ``reporter`` (a ``Reporter`` port), ``source`` (a ``Source`` port), HTTP
+    routes (webhooks), and threads started and stopped with the gatekeeper."""
+
+    reporter: Any = None
+    source: Any = None
+
+    def register_routes(self, router: Any) -> None:
+        """Add the connection's HTTP endpoints (``web.routes.Router``)."""
+
+    def start(self) -> None:
+        """Start the connection's threads."""
+
+    def stop(self) -> None:
+        """Stop them, and close what the connection holds."""
+
+
+# (name, options, emit, state_dir) → the connection
+Connect = Callable[[str, Mapping[str, Any], Emit, Path], Connection]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import voluptuous as v
 
 from ..ports import Emit
 from ..web.routes import Router
-from .base import Driver
+from .base import Connection, Driver
 
 log = logging.getLogger("ccci_gate.drivers")
 
@@ -67,39 +67,33 @@ def get(name: str) -> Driver:
 class Connections:
     """Every configured connection, and what the gatekeeper needs from them."""
 
-    items: dict[str, Any] = field(default_factory=dict)
+    items: dict[str, Connection] = field(default_factory=dict)
     drivers: dict[str, str] = field(default_factory=dict)
 
     @property
     def reporters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, conn in self.items.items():
-            reporter = getattr(conn, "reporter", None)
-            if reporter is not None:
-                out[name] = reporter
-                out.setdefault(self.drivers[name], reporter)
+            if conn.reporter is not None:
+                out[name] = conn.reporter
+                out.setdefault(self.drivers[name], conn.reporter)
         return out
 
     @property
     def sources(self) -> dict[str, Any]:
-        return {name: conn.source for name, conn in self.items.items()
-                if getattr(conn, "source", None) is not None}
+        return {name: conn.source for name, conn in self.items.items() if conn.source is not None}
 
     def register_routes(self, router: Router) -> None:
         for conn in self.items.values():
-            register = getattr(conn, "register_routes", None)
-            if register is not None:
-                register(router)
+            conn.register_routes(router)
 
     def start(self) -> None:
         for conn in self.items.values():
-            if hasattr(conn, "start"):
-                conn.start()
+            conn.start()
 
     def stop(self) -> None:
         for conn in self.items.values():
-            if hasattr(conn, "stop"):
-                conn.stop()
+            conn.stop()
 
 
 def build_connections(config: Mapping[str, Mapping[str, Any]], emit: Emit,

@@ -41,46 +41,46 @@ class BatchingManager(DependentManager):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.state = BatchingState()
+        self.batches = BatchingState()
 
     @property
     def groups(self) -> dict[str, Group]:
-        return self.state.groups
+        return self.batches.groups
 
     def batch_size(self) -> int:
-        size = round(SIZE_FACTOR / max(self.state.failure_rate, 1e-3))
+        size = round(SIZE_FACTOR / max(self.batches.failure_rate, 1e-3))
         return max(2, min(self.config.batch_max, size))
 
     def adopt(self, previous: PipelineManager) -> None:
         super().adopt(previous)
         if isinstance(previous, BatchingManager):
-            self.state = previous.state
+            self.batches = previous.batches
 
     def to_record(self) -> Record:
-        return {**super().to_record(), "batching": self.state.to_record(change_record)}
+        return {**super().to_record(), "batching": self.batches.to_record(change_record)}
 
     def restore(self, record: Record, changes: Changes) -> list[Item]:
         items = super().restore(record, changes)
-        self.state = BatchingState.from_record(record["batching"], {i.id: i for i in items},
+        self.batches = BatchingState.from_record(record["batching"], {i.id: i for i in items},
                                                changes)
         return items
 
     def forget(self, item: Item) -> None:
         super().forget(item)
-        self.state.marks.pop(item.id, None)
+        self.batches.marks.pop(item.id, None)
 
     def reset(self, item: Item, reason: str = "") -> list[Action]:
-        marks = self.state.marks.get(item.id)
+        marks = self.batches.marks.get(item.id)
         if marks is not None:
             marks.probe_failed = False   # a new buildset is a new test
         return super().reset(item, reason)
 
     def _m(self, item: Item) -> Marks:
         """The item's batching marks (read-only use: nothing is created)."""
-        return self.state.peek(item)
+        return self.batches.peek(item)
 
     def _observe(self, failed: bool) -> None:
-        self.state.failure_rate += RATE_WEIGHT * ((1.0 if failed else 0.0) - self.state.failure_rate)
+        self.batches.failure_rate += RATE_WEIGHT * ((1.0 if failed else 0.0) - self.batches.failure_rate)
 
     # --- the walk -----------------------------------------------------------------------
 
@@ -92,11 +92,11 @@ class BatchingManager(DependentManager):
             return []
         queue.window = self.batch_size()
         actions = self._settle(queue)
-        regrouped = self.state.regrouped
+        regrouped = self.batches.regrouped
         self._lane_verdicts(queue)
         for group in [g for g in self.groups.values() if g.members and g.members[0].queue is queue]:
             actions += self._bisect(queue, group)
-        if self.state.regrouped != regrouped:  # items stepped aside or came back: refs change
+        if self.batches.regrouped != regrouped:  # items stepped aside or came back: refs change
             actions += self._settle(queue)
         probes = self._new_probes(queue)
         for item in list(queue.items):
@@ -148,7 +148,7 @@ class BatchingManager(DependentManager):
         return all(c in marks.proven for c in merged[marks.mark:])
 
     def _prove(self, item: Item, commit: str, message: str) -> None:
-        marks = self.state.of(item)
+        marks = self.batches.of(item)
         marks.proven = self._expected.get(item.id, ())
         marks.proven_commit = commit
         marks.mark = len(item.queue.merged)
@@ -191,9 +191,9 @@ class BatchingManager(DependentManager):
                       hi_conflict=bool(bs and bs.merge_state is MergeState.CONFLICT),
                       mark=len(queue.merged))
         self.groups[group.id] = group
-        self.state.regrouped += 1
+        self.batches.regrouped += 1
         for member in batch:
-            self.state.of(member).aside = group.id
+            self.batches.of(member).aside = group.id
             member.message = f"set aside: bisecting a failed batch of {len(batch)}"
             self.journal.touch(member)
 
@@ -275,7 +275,7 @@ class BatchingManager(DependentManager):
             bs = cleared[-1].buildset
             assert bs is not None
             for index, member in enumerate(cleared):
-                self.state.of(member).aside = ""
+                self.batches.of(member).aside = ""
                 self._expected[member.id] = tuple(bs.changes[:len(bs.changes) - len(cleared) + index + 1])
                 self._prove(member, _step(bs, len(bs.changes) - len(cleared) + index),
                             f"cleared by bisection of a failed batch of {len(group.members)}")
@@ -300,10 +300,10 @@ class BatchingManager(DependentManager):
                   if self._m(i).aside or self._m(i).proven or self._has_builds(i)), default=0)
         queue.items[at:at] = members
         for member in members:
-            self.state.of(member).aside = ""
+            self.batches.of(member).aside = ""
             actions += self.reset(member, "cleared by bisection: retested with the next batch")
         self.groups.pop(group.id, None)
-        self.state.regrouped += 1
+        self.batches.regrouped += 1
         return actions
 
     # --- probes ---------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class BatchingManager(DependentManager):
         bs = item.buildset
         if bs is not None and bs.merge_state is MergeState.CONFLICT and not item.result:
             if not self._m(item).probe_failed:
-                self.state.of(item).probe_failed = True  # some change of this ref conflicts: bisect
+                self.batches.of(item).probe_failed = True  # some change of this ref conflicts: bisect
                 item.failing_reason = bs.merge_message
                 self.journal.touch(item)
             return []
@@ -330,7 +330,7 @@ class BatchingManager(DependentManager):
             return []
         verdict = self._verdict(probe)
         if verdict in ("fail", "conflict"):
-            self.state.of(probe).probe_failed = True
+            self.batches.of(probe).probe_failed = True
             probe.result = None
             probe.failing_reason = probe.buildset.failure_reason()  # type: ignore[union-attr]
             self.journal.touch(probe)

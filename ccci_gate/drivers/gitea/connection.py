@@ -34,6 +34,7 @@ from ...core.events import CommentAdded, TriggerEvent
 from ...core.model import Change
 from ...ports import Emit
 from ...web.routes import Router
+from ..base import Connection
 from .api import GiteaAPI, GiteaError, GiteaUnavailable
 from .authorization import Authorizer
 from .payloads import Hook
@@ -50,7 +51,7 @@ log = logging.getLogger("ccci_gate.drivers.gitea")
 FILES_CACHE = 1000   # pull request heads whose changed files are remembered
 
 
-class GiteaConnection:
+class GiteaConnection(Connection):
     """One Gitea server as trigger, source and reporter."""
 
     driver = "gitea"
