@@ -6,10 +6,11 @@ only call :meth:`Scheduler.put`. The scheduler thread applies each event to the 
 writes what changed to the store once per batch. Tests call :meth:`run_until_idle`
 instead of starting the thread.
 
-No other thread reads the engine: after a batch the scheduler publishes a
-:class:`Snapshot` (the layout and the status as plain data, never changed once
-published) that the HTTP API and the timer read — at once when it has caught up with
-its queue, at least every ``PUBLISH_EVERY`` seconds while it is busy.
+No other thread reads the engine: the scheduler publishes a :class:`Snapshot` (the
+layout and the status as plain data, never changed once published) that the HTTP API
+and the timer read, at most ``PUBLISH_EVERY`` seconds after a change (building one
+costs a summary of every item, so a busy scheduler does not make one per batch).
+:meth:`Scheduler.sync` waits for what was put before to be handled and published.
 """
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ class Scheduler:
         self.handled = 0
         self.snapshot = Snapshot.of(engine)
         self._published = time.monotonic()
+        self._stale = False     # handled events the snapshot does not show yet
 
     # --- input (any thread) -----------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Scheduler:
         """Publish a new snapshot (scheduler thread only)."""
         self.snapshot = Snapshot.of(self.engine)
         self._published = time.monotonic()
+        self._stale = False
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class Scheduler:
         while True:
             batch = self._take(block=False)
             if not batch:
+                if self._stale:
+                    self.publish()
                 return count
             count += self._handle_batch(batch)
 
@@ -146,16 +151,22 @@ class Scheduler:
 
     def _run(self) -> None:
         while True:
-            batch = self._take(block=True)
-            if batch and batch[-1] is None:
+            wait = None
+            if self._stale:
+                wait = max(0.0, PUBLISH_EVERY - (time.monotonic() - self._published))
+            batch = self._take(block=True, timeout=wait)
+            if not batch:
+                self.publish()   # quiet for a moment: show what changed
+                continue
+            if batch[-1] is None:
                 self._handle_batch(batch[:-1])
                 return
             self._handle_batch(batch)
 
-    def _take(self, block: bool) -> list[Any]:
+    def _take(self, block: bool, timeout: float | None = None) -> list[Any]:
         batch: list[Any] = []
         try:
-            batch.append(self.events.get(block=block))
+            batch.append(self.events.get(block=block, timeout=timeout))
             while len(batch) < BATCH and batch[-1] is not None:
                 batch.append(self.events.get_nowait())
         except queue.Empty:
@@ -183,9 +194,10 @@ class Scheduler:
                 log.exception("event %r failed; state kept", event)
                 continue
             self.handled += 1
+            self._stale = True
             self.execute(actions)
         self.persist()
-        if self.events.empty() or time.monotonic() - self._published >= PUBLISH_EVERY:
+        if self._stale and time.monotonic() - self._published >= PUBLISH_EVERY:
             self.publish()
         return len(batch)
 

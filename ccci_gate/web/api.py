@@ -167,6 +167,7 @@ class GatekeeperAPI:
         errors = self.reconfigure()
         if errors:
             return Response.json({"ok": False, "errors": errors}, 400)
+        self.scheduler.sync()   # answer once the new layout runs (and is published)
         return Response.json({"ok": True})
 
     def _change(self, body: Mapping[str, Any]) -> Change:
