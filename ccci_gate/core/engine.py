@@ -13,10 +13,11 @@ from typing import Any, Callable
 from . import events as ev
 from .actions import Action
 from .indexes import Indexes
-from .layout import Layout
+from .layout import Layout, PipelineConfig
 from .managers import Journal, ManagerContext, PipelineManager, make_manager
-from .operator import OperatorCommands
+from .managers.base import MERGE_RETRIES
 from .model import BuildState, Change, ChangeQueue, Item, MergeState, Result
+from .operator import OperatorCommands
 from .records import RECORD_VERSION, Changes, Record, item_from_record, item_record
 from .status import item_summary
 from .triggers import pipeline_accepts
@@ -41,7 +42,7 @@ class Engine(OperatorCommands):
             name: self._manager(cfg) for name, cfg in layout.pipelines.items()}
         self.log: list[str] = []
 
-    def _manager(self, config: Any) -> PipelineManager:
+    def _manager(self, config: PipelineConfig) -> PipelineManager:
         return make_manager(config, self.layout, self.ctx, self.journal)
 
     @property
@@ -168,7 +169,6 @@ class Engine(OperatorCommands):
         return []
 
     def _on_MergeFailed(self, event: ev.MergeFailed) -> list[Action]:
-        from .managers.base import MERGE_RETRIES
         item = self._item_for_buildset(event.buildset_id)
         if item is None or item.buildset.merge_state is not MergeState.PREPARING:
             return []

@@ -61,8 +61,9 @@ class BatchingManager(DependentManager):
 
     def restore(self, record: Record, changes: Changes) -> list[Item]:
         items = super().restore(record, changes)
-        self.batches = BatchingState.from_record(record["batching"], {i.id: i for i in items},
-                                               changes)
+        if "batching" in record:   # (a record of a gate that did not batch has none)
+            self.batches = BatchingState.from_record(record["batching"],
+                                                     {i.id: i for i in items}, changes)
         return items
 
     def forget(self, item: Item) -> None:
