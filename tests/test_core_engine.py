@@ -236,3 +236,26 @@ def test_an_item_moves_only_along_its_lifecycle():
     assert Item.__dataclass_fields__.keys() >= {"state", "result"}
     assert not {"active", "reported_start", "dequeued", "live", "merge_requested", "merged",
                 "proven", "aside", "probe_failed"} & Item.__dataclass_fields__.keys()
+
+
+def test_every_event_class_has_its_handler_and_nothing_else_is_handled():
+    import inspect
+    classes = {c for c in vars(ev).values() if inspect.isclass(c) and issubclass(c, ev.Event)
+               and c not in (ev.Event, ev.TriggerEvent)}
+    assert classes == set(Engine.HANDLERS)
+    assert set(ev.TRIGGER_EVENTS) <= classes
+
+    class Stranger(ev.Event):
+        pass
+
+    h = Harness()
+    assert h.send(Stranger()) == [] and h.engine.log[-1] == "ignored event Stranger"
+
+
+def test_a_closed_change_leaves_every_pipeline_unreported():
+    h = Harness()
+    h.ready()
+    out = h.send(ev.ChangeClosed("gitea", CHANGE))
+    assert {type(a) for a in out} == {act.CancelBuild}
+    assert [r.phase for r in h.reports()] == ["start"]
+    assert h.engine.status()["pipelines"][0]["queues"] == []
