@@ -181,13 +181,14 @@ class ItemState(str, enum.Enum):
 
     ::
 
-        NEW ──► TESTING ◄──► WAITING          (reset, outside the window, not a probe)
-         │         │            │
+        NEW ──► TESTING ◄──► WAITING          (reset, outside the window, not a probe;
+         │         │            │              a NEW item held back stays NEW)
          │         ▼            │
-         └──────► COMPLETE ◄────┘             (every job has a result, or no merge)
-                   │   ▲
+         └──────► COMPLETE ◄────┘             (every job has a result, or no merge;
+                   │   ▲  ──► WAITING/TESTING   a reset, a retrigger)
                    ▼   │ (the source refused)
                  MERGING ──► MERGED ──► REPORTED
+                   └──► WAITING                (reset: the branch moved under it)
         (any live state) ──► DEQUEUED          (superseded, closed, operator)
         COMPLETE ──► REPORTED                  (a result that is not merged)
     """
@@ -204,17 +205,16 @@ class ItemState(str, enum.Enum):
 
 _S = ItemState
 TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
-    _S.NEW: frozenset({_S.NEW, _S.WAITING, _S.TESTING, _S.COMPLETE, _S.DEQUEUED}),
+    _S.NEW: frozenset({_S.NEW, _S.TESTING, _S.COMPLETE, _S.DEQUEUED}),
     _S.WAITING: frozenset({_S.WAITING, _S.TESTING, _S.COMPLETE, _S.DEQUEUED}),
     _S.TESTING: frozenset({_S.TESTING, _S.WAITING, _S.COMPLETE, _S.DEQUEUED}),
     _S.COMPLETE: frozenset({_S.COMPLETE, _S.WAITING, _S.TESTING, _S.MERGING, _S.REPORTED,
                             _S.DEQUEUED}),
     _S.MERGING: frozenset({_S.MERGING, _S.MERGED, _S.COMPLETE, _S.WAITING, _S.DEQUEUED}),
-    _S.MERGED: frozenset({_S.MERGED, _S.REPORTED}),
+    _S.MERGED: frozenset({_S.MERGED, _S.REPORTED, _S.DEQUEUED}),
     _S.REPORTED: frozenset(),
     _S.DEQUEUED: frozenset(),
 }
-LIVE = frozenset({_S.NEW, _S.WAITING, _S.TESTING, _S.COMPLETE, _S.MERGING, _S.MERGED})
 
 
 class IllegalTransition(RuntimeError):
