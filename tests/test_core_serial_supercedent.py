@@ -50,3 +50,16 @@ def test_supercedent_keeps_one_running_and_only_the_newest_waiting():
     assert [i["change"]["sha"] for i in items] == ["s1", "s4"]
     after = drive(eng, eng.handle(ev.BuildCompleted(running[0].build_id, "SUCCESS")))
     assert [s.parameters["ZUUL_NEWREV"] for s in after] == ["s4"]
+
+
+def test_serial_and_supercedent_queues_round_trip_mid_run():
+    import json
+    for manager in ("serial", "supercedent"):
+        eng = engine(manager)
+        running = drive(eng, eng.handle(ev.EnqueueRequest("p", ref("r1"))))
+        drive(eng, eng.handle(ev.EnqueueRequest("p", ref("r2"))))
+        record = json.loads(json.dumps(eng.to_record()))
+        again = Engine.from_record(eng.layout, record, clock=lambda: 0.0)
+        assert again.to_record() == record
+        after = drive(again, again.handle(ev.BuildCompleted(running[0].build_id, "SUCCESS")))
+        assert [s.parameters["ZUUL_NEWREV"] for s in after] == ["r2"], manager
