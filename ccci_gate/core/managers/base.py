@@ -3,9 +3,12 @@
 ``process()`` walks every item (Zuul's ``processQueue``) and returns the actions needed
 to move it on: prepare its speculative ref, start ready builds, skip blocked ones,
 report and dequeue it when done. Managers differ in how items share queues, which
-changes a speculative ref contains, and who may report (see the subclasses).
+changes a speculative ref contains, and who may report (see the subclasses). Items move
+only along their lifecycle (``Item.advance``, ``model.TRANSITIONS``).
 
-Pure: no I/O; ``clock`` is injected.
+What a manager may use: its pipeline's config, the layout, a read-only context (clock,
+URLs) and the journal where it notes every item it touches. It keeps its queues; the
+engine keeps the indexes. Pure: no I/O.
 """
 from __future__ import annotations
 
