@@ -26,7 +26,7 @@ from pathlib import Path
 import docker.errors
 import requests
 
-from ...merger.git import GitError
+from ...git import GitError
 from ...swarm.deploy import SETTLE_FLOOR, App, DeployError, InfraError
 from ...swarm.host import Host
 from ...swarm.port import SwarmError, SwarmPort

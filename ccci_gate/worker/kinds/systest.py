@@ -28,7 +28,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ...merger.git import git, out
+from ...git import git, out
 from ...swarm.deploy import App, DeployError
 from ...swarm.recipe import Recipe
 from ...swarm.snapshot import SnapshotError, restore, snapshot
