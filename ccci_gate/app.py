@@ -58,9 +58,13 @@ class Gatekeeper:
         self.admin_token = read_admin_token(settings)
         self.gearman_server: EmbeddedServer | None = None
         self.servers = list(settings.gearman)
+        tls = settings.gearman_tls
         if settings.embedded_gearman:
             host, port = settings.gearman_listen
-            self.gearman_server = EmbeddedServer(host, port)
+            if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("Gearman listens on %s:%s without TLS: anyone who can reach it can "
+                            "take builds or submit jobs (see workers/README.md)", host, port)
+            self.gearman_server = EmbeddedServer(host, port, tls=tls)
             self.servers = [(host if host not in ("0.0.0.0", "") else "127.0.0.1",
                              self.gearman_server.port)]
         self.router = Router()
@@ -69,7 +73,7 @@ class Gatekeeper:
         self.web_url = web_url
         self.engine = Engine(self.layout, zuul_url=f"{web_url}/git", web_url=web_url)
         self.scheduler_ref: Scheduler | None = None
-        self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir)
+        self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls)
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
                                 f"{web_url}/git")
         self.connections = build_connections(settings.connections, self._emit, state)
@@ -93,7 +97,7 @@ class Gatekeeper:
             self.worker = WorkerDaemon(
                 self.servers, settings.worker_name or "local", self.layout.jobs,
                 settings.worker_labels, state / "workspaces", settings.jobs_dir,
-                max_builds=settings.worker_max_builds)
+                max_builds=settings.worker_max_builds, tls=tls)
         self._threads: list[threading.Thread] = []
 
     def _emit(self, event: Any) -> None:

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir", help="where shell jobs' scripts live (default: jobs/)")
     p.add_argument("--repos", help="directory (or URL base) holding <project> repositories")
     p.add_argument("--no-worker", action="store_true", help="do not start the local worker")
+    p.add_argument("--gearman-tls-dir", metavar="DIR",
+                   help="Gearman over TLS with the pool's certificates (`ccci-gate tls init DIR`)")
 
     p = sub.add_parser("worker", help="run a worker that takes builds from Gearman")
     p.add_argument("--gearman", action="append", default=[], metavar="HOST:PORT",
@@ -63,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("state/workspaces"),
                    help="where build workspaces go (default: state/workspaces)")
     p.add_argument("--max-builds", type=int, default=1, help="builds at once (default: 1)")
+    p.add_argument("--tls-dir", type=Path, metavar="DIR",
+                   help="Gearman over TLS: DIR holds worker.key, worker.crt and ca.crt")
+
+    p = sub.add_parser("tls", help="the worker pool's certificates (see workers/README.md)")
+    tls = p.add_subparsers(dest="tls_command", required=True)
+    q = tls.add_parser("init", help="on the gatekeeper: make the pool's CA and its own certificate")
+    q.add_argument("dir", type=Path, nargs="?", default=Path("state/tls"))
+    q = tls.add_parser("request", help="on a worker host: make its key and signing request")
+    q.add_argument("--name", default=socket.gethostname(), help="worker name (default: hostname)")
+    q.add_argument("dir", type=Path, nargs="?", default=Path("tls"))
+    q = tls.add_parser("sign", help="on the gatekeeper: sign a worker's request")
+    q.add_argument("csr", type=Path, help="the worker's worker.csr")
+    q.add_argument("--dir", type=Path, default=Path("state/tls"), help="the CA's folder")
+    q.add_argument("--name", help="worker name to grant (default: the one requested)")
+    q.add_argument("--out", type=Path, help="where to write the certificate (default: stdout)")
 
     p = sub.add_parser("janitor", help="remove the Docker Swarm apps of runs whose worker died")
     p.add_argument("--state", type=Path, default=None,
@@ -140,6 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "state-dir": args.state_dir, "listen": args.listen, "public-url": args.public_url,
         "gearman": args.gearman, "gearman-listen": args.gearman_listen,
+        "gearman-tls-dir": args.gearman_tls_dir,
         "layout": [str(p) for p in args.layout], "repos": args.repos, "jobs-dir": args.jobs_dir,
     }
     if args.no_worker:
@@ -167,21 +185,49 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .config.loader import LayoutError, load_layout
     from .settings import parse_hostport
     from .worker.daemon import WorkerDaemon
+    from .pki import TlsFiles
     try:
         servers = [parse_hostport(s) for s in (args.gearman or ["127.0.0.1:4730"])]
         jobs = load_layout([args.jobs]).jobs
+        tls = TlsFiles.in_dir(args.tls_dir, "worker").check() if args.tls_dir else None
     except (ValueError, LayoutError) as exc:
         print(f"ccci-gate worker: {exc}", file=sys.stderr)
         return 2
     if any(job.kind.startswith("recipe-") for job in jobs.values()):
         janitor_pass(None, quiet=True)  # what a previous, killed worker here left behind
     daemon = WorkerDaemon(servers, args.name, jobs, args.label, args.workdir, args.jobs,
-                          max_builds=args.max_builds)
+                          max_builds=args.max_builds, tls=tls)
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
     tune_threads()
     print(f"worker {args.name}: {len(jobs)} jobs, labels {args.label or '-'}, servers "
           f"{', '.join(f'{h}:{p}' for h, p in servers)}", flush=True)
     daemon.run_forever()
+    return 0
+
+
+def cmd_tls(args: argparse.Namespace) -> int:
+    from . import pki
+    try:
+        if args.tls_command == "init":
+            files = pki.init(args.dir)
+            print(f"CA {files.ca}; gatekeeper key {files.key} and certificate {files.cert}\n"
+                  f"serve with: ccci-gate serve --gearman-tls-dir {args.dir}")
+        elif args.tls_command == "request":
+            args.dir.mkdir(parents=True, exist_ok=True)
+            csr = pki.request(args.name, args.dir)
+            print(f"key {args.dir / 'worker.key'} (keep it here); signing request {csr}\n"
+                  f"on the gatekeeper: ccci-gate tls sign worker.csr --out worker.crt; then put "
+                  f"worker.crt and the gatekeeper's ca.crt in {args.dir}")
+        else:
+            cert = pki.sign(args.csr.read_bytes(), args.dir, args.name)
+            if args.out:
+                args.out.write_bytes(cert)
+                print(f"signed: {args.out}; give it to the worker with {args.dir / 'ca.crt'}")
+            else:
+                sys.stdout.write(cert.decode())
+    except (pki.PkiError, OSError) as exc:
+        print(f"ccci-gate tls: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -313,7 +359,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "janitor": cmd_janitor,
-    "serve": cmd_serve, "worker": cmd_worker, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
+    "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,
 }

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import voluptuous as v
 import yaml
 
+from .pki import TlsFiles
+
 HostPort = tuple[str, int]
 
 
@@ -39,6 +41,7 @@ SCHEMA = v.Schema({
     v.Optional("public-url", default=""): str,
     v.Optional("gearman", default=[]): [str],
     v.Optional("gearman-listen", default="127.0.0.1:4730"): str,
+    v.Optional("gearman-tls-dir", default=""): str,
     v.Optional("layout", default=["layouts", "jobs"]): [str],
     v.Optional("jobs-dir", default="jobs"): str,
     v.Optional("repos", default="repos"): str,
@@ -62,6 +65,7 @@ class Settings:
     public_url: str = ""
     gearman: list[HostPort] = field(default_factory=list)
     gearman_listen: HostPort = ("127.0.0.1", 4730)
+    gearman_tls_dir: Path | None = None
     layout: list[Path] = field(default_factory=lambda: [Path("layouts"), Path("jobs")])
     jobs_dir: Path = Path("jobs")
     repos: str = "repos"
@@ -75,6 +79,13 @@ class Settings:
     @property
     def embedded_gearman(self) -> bool:
         return not self.gearman
+
+    @property
+    def gearman_tls(self) -> TlsFiles | None:
+        """The gatekeeper's key, certificate and the pool's CA (``ccci-gate tls init``)."""
+        if self.gearman_tls_dir is None:
+            return None
+        return TlsFiles.in_dir(self.gearman_tls_dir, "gatekeeper").check()
 
     @property
     def web_url(self) -> str:
@@ -116,6 +127,7 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         public_url=data["public-url"],
         gearman=[parse_hostport(s) for s in data["gearman"]],
         gearman_listen=parse_hostport(data["gearman-listen"]),
+        gearman_tls_dir=Path(data["gearman-tls-dir"]) if data["gearman-tls-dir"] else None,
         layout=[Path(p) for p in data["layout"]],
         jobs_dir=Path(data["jobs-dir"]),
         repos=data["repos"],

@@ -18,6 +18,7 @@ import gear
 
 from ..core.actions import CancelBuild, StartBuild
 from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
+from ..pki import TlsFiles
 from . import protocol
 
 log = logging.getLogger("ccci_gate.dispatcher")
@@ -65,13 +66,14 @@ class GearmanDispatcher:
     """Runs builds on Gearman workers and reports back through ``emit``."""
 
     def __init__(self, servers: list[tuple[str, int]], emit: Callable[[Event], None],
-                 log_dir: Path, client_id: str = "ccci-gate", connect_timeout: float = 10.0):
+                 log_dir: Path, client_id: str = "ccci-gate", connect_timeout: float = 10.0,
+                 tls: TlsFiles | None = None):
         self.emit = emit
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.client = _Client(self, client_id)
         for host, port in servers:
-            self.client.addServer(host, port)
+            self.client.addServer(host, port, **protocol.tls_options(tls))
         self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._jobs: dict[str, gear.Job] = {}

@@ -64,6 +64,14 @@ def completed(result: str, extra: Mapping[str, Any] | None = None) -> bytes:
     return encode({**(extra or {}), "result": result})
 
 
+def tls_options(tls: Any) -> dict[str, str]:
+    """``gear``'s ``ssl_key``/``ssl_cert``/``ssl_ca`` keywords for ``pki.TlsFiles``
+    (none without TLS)."""
+    if tls is None:
+        return {}
+    return {"ssl_key": str(tls.key), "ssl_cert": str(tls.cert), "ssl_ca": str(tls.ca)}
+
+
 def set_nodelay(sock: socket.socket | None) -> None:
     """Turn off Nagle's algorithm: a round trip costs ~1 ms instead of ~44 ms."""
     if sock is not None:

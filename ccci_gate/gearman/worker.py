@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import gear
 
+from ..pki import TlsFiles
 from . import protocol
 
 log = logging.getLogger("ccci_gate.gearman.worker")
@@ -73,14 +74,15 @@ class GearmanWorker:
     """
 
     def __init__(self, servers: list[tuple[str, int]], name: str, functions: list[str],
-                 on_stop: Callable[[str], None] = lambda build_id: None):
+                 on_stop: Callable[[str], None] = lambda build_id: None,
+                 tls: TlsFiles | None = None):
         self.name = name
         self.on_stop = on_stop
         self._builds_conn = _Worker(client_id=name)
         self._stops_conn = _Worker(client_id=f"{name}-stop")
         for host, port in servers:
-            self._builds_conn.addServer(host, port)
-            self._stops_conn.addServer(host, port)
+            self._builds_conn.addServer(host, port, **protocol.tls_options(tls))
+            self._stops_conn.addServer(host, port, **protocol.tls_options(tls))
         for function in functions:
             self._builds_conn.registerFunction(function)
         self._stops_conn.registerFunction(protocol.stop_function(name))

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 from ..core.layout import JobConfig
 from ..gearman.worker import BuildRequest, GearmanWorker
+from ..pki import TlsFiles
 from .kinds import BuildContext, get_kind
 from .workspace import WorkspaceError, prepare_workspace
 
@@ -72,7 +73,8 @@ class WorkerDaemon:
     """Registers the jobs it can run and runs up to ``max_builds`` builds at once."""
 
     def __init__(self, servers: list[tuple[str, int]], name: str, jobs: Mapping[str, JobConfig],
-                 labels: Sequence[str], workdir: Path, jobs_dir: Path, max_builds: int = 1):
+                 labels: Sequence[str], workdir: Path, jobs_dir: Path, max_builds: int = 1,
+                 tls: TlsFiles | None = None):
         self.name = name
         self.jobs = dict(jobs)
         self.labels = list(labels)
@@ -83,7 +85,7 @@ class WorkerDaemon:
         self._stops: dict[str, threading.Event] = {}
         self._running = True
         self.gearman = GearmanWorker(servers, name, functions_for(self.jobs, self.labels),
-                                     on_stop=self.stop_build)
+                                     on_stop=self.stop_build, tls=tls)
 
     def update_jobs(self, jobs: Mapping[str, JobConfig]) -> None:
         """New job definitions (reconfiguration); registers any new functions."""
