@@ -24,6 +24,7 @@ from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import Store
+from .drivers.gitpush import BranchWatcher
 from .drivers.timer import TimerDriver
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
@@ -83,10 +84,13 @@ class Gatekeeper:
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
         self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put)
+        self.watcher = BranchWatcher(self._git_projects, settings.source_url, self.scheduler.put,
+                                     interval=settings.git_poll_interval)
         self.api = GatekeeperAPI(
             self.scheduler, self.store, self.log_dir, self.admin_token,
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
-            change_ref=lambda project, n: settings.change_ref.format(change=n, project=project))
+            change_ref=lambda project, n: settings.change_ref.format(change=n, project=project),
+            notify_push=self._pushed)
         self.api.register(self.router)
         ArtifactStore(state / "artifacts").register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
@@ -109,10 +113,22 @@ class Gatekeeper:
             return proj.connection
         return next(iter(self.connections.sources), "git")
 
+    def _git_projects(self) -> list[str]:
+        """Projects of the running layout that the plain git source serves."""
+        return [p for p in self.scheduler.snapshot.layout.projects
+                if self._connection_of(p) == "git"]
+
+    def _pushed(self, project: str) -> bool:
+        if project not in self._git_projects():
+            return False
+        self.watcher.poke(project)
+        return True
+
     def start(self) -> None:
         self.scheduler.start()
         self.web.start()
         self.timer.start()
+        self.watcher.start()
         self.connections.start()
         if self.worker is not None:
             thread = threading.Thread(target=self.worker.run_forever, name="local-worker",
@@ -142,7 +158,7 @@ class Gatekeeper:
 
     def stop(self) -> None:
         # first what feeds the scheduler, then the scheduler, then what it reports to
-        for part in (self.web, self.timer, self.worker):
+        for part in (self.web, self.timer, self.watcher, self.worker):
             self._stop_part(part)
         self.scheduler.stop()
         self._stop_part(self.connections)

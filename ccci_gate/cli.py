@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconfigure", help="reload layouts and jobs in a running gatekeeper")
     _add_client_args(p)
 
+    p = sub.add_parser("notify-push", help="tell the gatekeeper a git project was pushed to "
+                                           "(for a post-receive hook)")
+    p.add_argument("--project", required=True)
+    _add_client_args(p)
+
     p = sub.add_parser("status", help="show pipelines, items and builds")
     p.add_argument("--json", action="store_true", help="raw status.json")
     _add_client_args(p)
@@ -313,6 +318,10 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
     return _post(args, "/admin/reconfigure", {})
 
 
+def cmd_notify_push(args: argparse.Namespace) -> int:
+    return _post(args, "/admin/notify-push", {"project": args.project})
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         data = requests.get(args.url.rstrip("/") + "/status.json", timeout=30).json()
@@ -359,7 +368,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "janitor": cmd_janitor,
-    "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
+    "notify-push": cmd_notify_push, "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,
 }

@@ -46,6 +46,7 @@ SCHEMA = v.Schema({
     v.Optional("jobs-dir", default="jobs"): str,
     v.Optional("repos", default="repos"): str,
     v.Optional("change-ref", default="refs/pull/{change}/head"): str,
+    v.Optional("git-poll-interval", default=60): v.All(v.Coerce(float), v.Range(min=1)),
     v.Optional("worker", default={}): {
         v.Optional("enabled", default=True): bool,
         v.Optional("name", default=""): str,
@@ -70,6 +71,7 @@ class Settings:
     jobs_dir: Path = Path("jobs")
     repos: str = "repos"
     change_ref: str = "refs/pull/{change}/head"
+    git_poll_interval: float = 60.0
     worker_enabled: bool = True
     worker_name: str = ""
     worker_labels: list[str] = field(default_factory=list)
@@ -132,6 +134,7 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         jobs_dir=Path(data["jobs-dir"]),
         repos=data["repos"],
         change_ref=data["change-ref"],
+        git_poll_interval=data["git-poll-interval"],
         worker_enabled=worker["enabled"],
         worker_name=worker["name"],
         worker_labels=list(worker["labels"]),

@@ -17,6 +17,7 @@ Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>
 - ``POST /admin/promote`` ``{pipeline, project, change}``: move an item to its queue's head
 - ``POST /admin/retrigger`` ``{pipeline, project, change? | ref?, job}``: run one job again
 - ``POST /admin/pause`` / ``/admin/resume`` ``{pipeline}``
+- ``POST /admin/notify-push`` ``{project}``: a push landed; read its branches now
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class GatekeeperAPI:
 
     def __init__(self, scheduler: Scheduler, store: Store, log_dir: Path, admin_token: str,
                  reconfigure: Callable[[], list[str]], pool: Callable[[], Mapping[str, Any]],
-                 change_ref: Callable[[str, int], str]):
+                 change_ref: Callable[[str, int], str],
+                 notify_push: Callable[[str], bool] = lambda project: False):
         self.scheduler = scheduler
         self.store = store
         self.log_dir = log_dir
@@ -47,6 +49,7 @@ class GatekeeperAPI:
         self.reconfigure = reconfigure
         self.pool = pool
         self.change_ref = change_ref
+        self.notify_push = notify_push
 
     def register(self, router: Router) -> None:
         router.add("GET", "/status.json", self.status)
@@ -60,6 +63,7 @@ class GatekeeperAPI:
         router.add("POST", "/admin/retrigger", self.admin(self.retrigger))
         router.add("POST", "/admin/pause", self.admin(self.pause))
         router.add("POST", "/admin/resume", self.admin(self.pause))
+        router.add("POST", "/admin/notify-push", self.admin(self.pushed))
 
     # --- open endpoints -----------------------------------------------------------------
 
@@ -151,6 +155,14 @@ class GatekeeperAPI:
         paused = request.path.endswith("/pause")
         self.scheduler.put(ev.PauseRequest(pipeline, paused))
         return Response.json({"pipeline": pipeline, "paused": paused}, 202)
+
+    def pushed(self, request: Request, body: dict[str, Any]) -> Response:
+        """A post-receive hook says ``project`` was pushed to: read its branches now."""
+        project = body.get("project")
+        if not isinstance(project, str) or not self.notify_push(project):
+            return Response.error(404, f"project {project!r} is not a git-source project of "
+                                       f"the layout (only those are watched for pushes)")
+        return Response.json({"project": project, "checking": True}, 202)
 
     def _item_command(self, body: dict[str, Any], make: Callable[[str, Change], ev.Event]) -> Response:
         try:
