@@ -61,6 +61,14 @@ class _Call(Event):
 
 
 @dataclass(frozen=True)
+class _Ask(Event):
+    """An operator's command whose answer (status, text) goes back to the asker."""
+
+    event: Event
+    reply: "queue.Queue[tuple[int, str]]" = field(default_factory=lambda: queue.Queue(1))
+
+
+@dataclass(frozen=True)
 class _Sync(Event):
     """Publish a snapshot once everything queued before this is handled."""
 
@@ -104,6 +112,19 @@ class Scheduler:
         if not ok:
             raise value
         return value
+
+    def ask(self, event: Event, timeout: float = 10.0) -> tuple[int, str]:
+        """Handle an operator's command in turn and return the engine's answer
+        (``(202, "...")``, ``(404, "...")``...). The asker waits on its own reply queue,
+        never on anything the scheduler holds; 503 if the scheduler does not answer."""
+        request = _Ask(event)
+        self.put(request)
+        if self._thread is None:
+            self.run_until_idle()
+        try:
+            return request.reply.get(timeout=timeout)
+        except queue.Empty:
+            return 503, f"the scheduler did not answer within {timeout:.0f}s; try again"
 
     def status(self) -> dict[str, Any]:
         """The last published status (a copy the caller may change)."""
@@ -181,6 +202,18 @@ class Scheduler:
                 self.persist()
                 self.publish()
                 event.done.set()
+                continue
+            if isinstance(event, _Ask):
+                try:
+                    actions = self.engine.handle(event.event)
+                except Exception as exc:  # noqa: BLE001 - the asker gets the error
+                    log.exception("command %r failed; state kept", event.event)
+                    event.reply.put((500, f"the command failed: {exc}"))
+                    continue
+                event.reply.put(self.engine.take_answer() or (202, "accepted"))
+                self.handled += 1
+                self._stale = True
+                self.execute(actions)
                 continue
             if isinstance(event, _Call):
                 try:

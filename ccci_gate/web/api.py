@@ -127,16 +127,23 @@ class GatekeeperAPI:
             return Response.error(400, f"no pipeline {pipeline!r}; have: {', '.join(layout.pipelines)}")
         if change.project not in layout.projects:
             return Response.error(400, f"project {change.project!r} is not in the layout")
-        self.scheduler.put(ev.EnqueueRequest(pipeline, change, bool(body.get("quick"))))
-        return Response.json({"enqueued": change.describe(), "pipeline": pipeline}, 202)
+        return self._ask(ev.EnqueueRequest(pipeline, change, bool(body.get("quick"))),
+                         {"enqueued": change.describe(), "pipeline": pipeline})
 
     def dequeue(self, request: Request, body: dict[str, Any]) -> Response:
         try:
             change = self._change(body)
         except ValueError as exc:
             return Response.error(400, str(exc))
-        self.scheduler.put(ev.DequeueRequest(change.key, str(body.get("pipeline") or "")))
-        return Response.json({"dequeued": change.describe()}, 202)
+        return self._ask(ev.DequeueRequest(change.key, str(body.get("pipeline") or "")),
+                         {"dequeued": change.describe()})
+
+    def _ask(self, event: ev.Event, data: dict[str, Any]) -> Response:
+        """The engine's answer to an operator command: 202 when done, 4xx with why not."""
+        status, text = self.scheduler.ask(event)
+        if status >= 400:
+            return Response.error(status, text)
+        return Response.json({**data, "message": text}, status)
 
     def promote(self, request: Request, body: dict[str, Any]) -> Response:
         return self._item_command(body, lambda pipeline, change: ev.PromoteRequest(pipeline, change.key))
@@ -153,8 +160,7 @@ class GatekeeperAPI:
         if pipeline not in self.scheduler.snapshot.layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}")
         paused = request.path.endswith("/pause")
-        self.scheduler.put(ev.PauseRequest(pipeline, paused))
-        return Response.json({"pipeline": pipeline, "paused": paused}, 202)
+        return self._ask(ev.PauseRequest(pipeline, paused), {"pipeline": pipeline, "paused": paused})
 
     def pushed(self, request: Request, body: dict[str, Any]) -> Response:
         """A post-receive hook says ``project`` was pushed to: read its branches now."""
@@ -172,8 +178,7 @@ class GatekeeperAPI:
             return Response.error(400, str(exc))
         if pipeline not in self.scheduler.snapshot.layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}")
-        self.scheduler.put(make(pipeline, change))
-        return Response.json({"accepted": change.describe(), "pipeline": pipeline}, 202)
+        return self._ask(make(pipeline, change), {"accepted": change.describe(), "pipeline": pipeline})
 
     def reload(self, request: Request, body: dict[str, Any]) -> Response:
         errors = self.reconfigure()

@@ -188,8 +188,6 @@ class PipelineManager(BuildRunner):
     def process(self) -> list[Action]:
         """One pass over every item; call until it returns no actions."""
         actions: list[Action] = []
-        if self.paused:
-            return actions
         for queue in list(self.queues):
             actions += self.process_queue(queue)
         return actions
@@ -197,8 +195,6 @@ class PipelineManager(BuildRunner):
     def process_queue(self, queue: ChangeQueue) -> list[Action]:
         """One pass over one queue (items of a queue depend on each other)."""
         actions: list[Action] = []
-        if self.paused:
-            return actions
         for item in list(queue.items):
             if item in queue.items:
                 actions += self.process_item(item)
@@ -211,6 +207,9 @@ class PipelineManager(BuildRunner):
         if not self.is_active(item):
             self.hold(item)
             return actions
+        if self.paused and (item.state in (ItemState.NEW, ItemState.WAITING)
+                            or bs.merge_state is MergeState.PENDING):
+            return actions   # paused: nothing new starts; what runs finishes and reports
         if item.state in (ItemState.NEW, ItemState.WAITING):
             first = item.state is ItemState.NEW
             item.advance(ItemState.TESTING)

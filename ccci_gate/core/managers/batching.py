@@ -86,8 +86,6 @@ class BatchingManager(DependentManager):
     # --- the walk -----------------------------------------------------------------------
 
     def process_queue(self, queue: ChangeQueue) -> list[Action]:
-        if self.paused:
-            return []
         if not queue.items:
             queue.merged.clear()
             return []

@@ -26,7 +26,8 @@ class BuildRunner:
     journal: "Journal"
 
     def launch(self, item: Item) -> list[Action]:
-        """Skip what can no longer run; start what is ready."""
+        """Skip what can no longer run; start what is ready (nothing new while the
+        pipeline is paused: finished builds are still reported and merged)."""
         bs = item.buildset
         assert bs is not None
         now = self.ctx.clock()
@@ -37,7 +38,7 @@ class BuildRunner:
                                         result=Result.SKIPPED, voting=job.voting,
                                         enqueued_at=now, finished_at=now)
             self.journal.touch(item)
-        for job in bs.graph.ready(results, bs.builds):
+        for job in ([] if self.paused else bs.graph.ready(results, bs.builds)):
             build = Build(job.name, bs.id, voting=job.voting, enqueued_at=now)
             bs.builds[job.name] = build
             actions += self.start(item, build)

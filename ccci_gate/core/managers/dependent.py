@@ -50,8 +50,6 @@ class DependentManager(PipelineManager):
 
     def process_queue(self, queue: ChangeQueue) -> list[Action]:
         actions: list[Action] = []
-        if self.paused:
-            return actions
         if not queue.items:
             queue.merged.clear()
         ahead: list[Change] = []
