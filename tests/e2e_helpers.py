@@ -15,12 +15,13 @@ from ccci_gate.settings import load_settings
 
 from git_helpers import git, make_repo  # noqa: F401 - re-exported for tests
 
-def admin_pipeline(name: str, manager: str = "independent") -> str:
+def admin_pipeline(name: str, manager: str = "independent", retest_on_merge: bool = False) -> str:
     """Layout YAML of a pipeline fed only by the admin API, reporting to the log."""
     return textwrap.dedent(f"""
         pipelines:
           - name: {name}
             manager: {manager}
+            retest-on-merge: {str(retest_on_merge).lower()}
             trigger:
               admin: []
             success:

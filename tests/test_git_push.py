@@ -9,7 +9,7 @@ from pathlib import Path
 from ccci_gate.core.events import BranchCreated, BranchMoved
 from ccci_gate.drivers.gitpush import BranchWatcher
 
-from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
+from e2e_helpers import admin, admin_pipeline, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
 
 
 def watcher(reads: list[dict[str, str]], quiet: float = 0.0) -> tuple[BranchWatcher, list]:
@@ -36,18 +36,7 @@ def test_two_merges_in_a_burst_are_one_move_to_the_newer_tip():
     assert (move.change.oldrev, move.change.sha) == ("a" * 40, "c" * 40)
 
 
-PIPELINE = """
-pipelines:
-  - name: check
-    manager: independent
-    retest-on-merge: true
-    trigger:
-      admin: []
-    success:
-      log: {}
-    failure:
-      log: {}
-"""
+PIPELINE = admin_pipeline("check", retest_on_merge=True)
 
 
 def setup(tmp_path: Path):

@@ -8,7 +8,7 @@ import sys
 
 from ccci_gate.core import events as ev
 
-from e2e_helpers import admin, finished, make_repo, start_gatekeeper, wait_for, write_layout
+from e2e_helpers import admin, admin_pipeline, finished, make_repo, start_gatekeeper, wait_for, write_layout
 from test_core_engine import CHANGE, Harness
 
 
@@ -56,17 +56,7 @@ def test_a_paused_pipeline_reports_what_finished_and_starts_nothing_new():
 def test_the_admin_api_and_cli_say_why_not(tmp_path):
     repos = tmp_path / "repos"
     make_repo(repos, "org/app", {1: {"a.txt": "a\n"}})
-    layouts, jobs = write_layout(tmp_path, """
-        pipelines:
-          - name: check
-            manager: independent
-            trigger:
-              admin: []
-            success:
-              log: {}
-            failure:
-              log: {}
-        """, """
+    layouts, jobs = write_layout(tmp_path, admin_pipeline("check"), """
         projects:
           - name: org/app
             check: [slow]
