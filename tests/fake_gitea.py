@@ -1,5 +1,5 @@
 """A fake Gitea for tests: an HTTP server that checks every request against Gitea's own
-API description (``../shared/conformance/gitea-api/swagger.v1.json``) and records it.
+API description (``tests/fixtures/conformance/gitea-api/swagger.v1.json``) and records it.
 
 Checked for each request: the path and method exist in the API, the token is sent,
 query parameters are ones the operation declares, a JSON body has every required field,
@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"   # ../shared beside the checkout
-CONFORMANCE = SHARED / "conformance"
+# copies of the shared conformance fixtures, kept in the repository (provenance: tests/fixtures/README.md)
+CONFORMANCE = Path(__file__).resolve().parent / "fixtures" / "conformance"
 SWAGGER = CONFORMANCE / "gitea-api" / "swagger.v1.json"
 STATUS_STATES = ("pending", "success", "error", "failure", "warning")
 TYPES = {"string": str, "boolean": bool, "integer": int, "object": dict, "array": list}

@@ -1,4 +1,4 @@
-"""Every real Gitea payload in ../shared/conformance/gitea through the driver's parser and
+"""Every real Gitea payload in tests/fixtures/conformance/gitea through the driver's parser and
 signature check, with the headers a real Gitea sends."""
 from __future__ import annotations
 

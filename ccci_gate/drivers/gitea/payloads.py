@@ -1,7 +1,7 @@
 """Gitea webhook payloads → :class:`Hook`, the facts the driver acts on.
 
 Pure: no I/O. ``parse(event, payload)`` reads what a real Gitea sends (the
-``X-Gitea-Event`` header and the JSON body; see ``../shared/conformance/gitea``) and
+``X-Gitea-Event`` header and the JSON body; see ``tests/fixtures/conformance/gitea``) and
 returns a :class:`Hook`, or raises :class:`PayloadError` with the reason a payload
 cannot be used. Unknown keys are ignored (Gitea adds fields over time); missing ones
 the driver needs are errors.
