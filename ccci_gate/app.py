@@ -29,7 +29,7 @@ from .drivers.timer import TimerDriver
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.routes import Router
-from .web.server import WebServer
+from .web.server import ListenerError, WebServer
 from .worker.daemon import WorkerDaemon
 
 log = logging.getLogger("ccci_gate")
@@ -65,11 +65,19 @@ class Gatekeeper:
             if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
                 log.warning("Gearman listens on %s:%s without TLS: anyone who can reach it can "
                             "take builds or submit jobs (see workers/README.md)", host, port)
-            self.gearman_server = EmbeddedServer(host, port, tls=tls)
+            try:
+                self.gearman_server = EmbeddedServer(host, port, tls=tls)
+            except Exception as exc:  # gear raises a bare Exception("Could not open socket")
+                raise ListenerError(f"embedded Gearman server on {host}:{port}: {exc}") from None
             self.servers = [(host if host not in ("0.0.0.0", "") else "127.0.0.1",
                              self.gearman_server.port)]
         self.router = Router()
-        self.web = WebServer(self.router, *settings.listen)
+        try:
+            self.web = WebServer(self.router, *settings.listen)
+        except ListenerError:
+            if self.gearman_server is not None:
+                self.gearman_server.shutdown()
+            raise
         web_url = settings.public_url.rstrip("/") or self.web.url
         self.web_url = web_url
         self.engine = Engine(self.layout, zuul_url=f"{web_url}/git", web_url=web_url)

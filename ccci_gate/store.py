@@ -1,6 +1,8 @@
 """The SQLite store: items, buildsets and builds, so history survives a restart.
 
-The scheduler thread writes (one transaction per batch of events); web threads read.
+The scheduler thread writes (one transaction per batch of events); web threads read
+through their own connections (WAL lets them read while a batch is written), so an HTTP
+handler never waits for the scheduler's write lock.
 Rows are written from the plain snapshots of ``core.status`` — the store never sees
 live model objects. Items that are still queued (``finished_at`` NULL) are what a
 restart recovers from.
@@ -13,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from urllib.parse import quote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS reports (
 
 
 class Store:
-    """A thread-safe handle on the state database (WAL, one connection, a lock)."""
+    """A thread-safe handle on the state database (WAL; one writing connection behind a
+    lock, one reading connection per reading thread)."""
 
     def __init__(self, path: Path | str):
         self.path = str(path)
@@ -54,10 +58,31 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection (None for an in-memory database)."""
+        if self.path == ":memory:":
+            return None
+        reader = getattr(self._local, "db", None)
+        if reader is None:
+            uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+            reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            reader.row_factory = sqlite3.Row
+            self._local.db = reader
+            with self._readers_lock:
+                self._readers.append(reader)
+        return reader
 
     # --- writes ----------------------------------------------------------------------
 
@@ -109,8 +134,11 @@ class Store:
     # --- reads -----------------------------------------------------------------------
 
     def _rows(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+        reader = self._reader()
+        if reader is None:
+            with self._lock:
+                return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+        return [dict(r) for r in reader.execute(sql, args).fetchall()]
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT summary FROM items WHERE id = ?", (item_id,))

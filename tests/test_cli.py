@@ -4,14 +4,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 
 from conftest import free_port
 from e2e_helpers import make_repo, wait_for, write_layout
 from test_gatekeeper_e2e import JOBS, PIPELINES, PROJECTS, SCRIPTS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -73,3 +77,20 @@ def test_validate_and_worker_give_clear_errors(tmp_path):
     assert cli("validate", "layouts", "jobs", cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
     worker = cli("worker", "--gearman", "not-a-port:x", "--jobs", "jobs")
     assert worker.returncode == 2 and "bad port" in worker.stderr
+
+
+def test_a_busy_port_stops_serve_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for listen, gearman, reason in (
+                (f"127.0.0.1:{port}", "127.0.0.1:0",
+                 f"HTTP listener on 127.0.0.1:{port}: Address already in use"),
+                ("127.0.0.1:0", f"127.0.0.1:{port}", f"embedded Gearman server on 127.0.0.1:{port}")):
+            out = cli("serve", "--state-dir", str(tmp_path / "state"), "--listen", listen,
+                      "--gearman-listen", gearman, "--no-worker", "--layout", str(ROOT / "layouts"),
+                      "--layout", str(ROOT / "jobs"))
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.startswith(f"ccci-gate: cannot start: {reason}"), out.stderr
+            assert out.stderr.count("\n") == 1, out.stderr

@@ -7,7 +7,14 @@ things only by putting events on the scheduler's queue.
 Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>``
 (the token lives in the state directory, readable by the operator only).
 
-- ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool
+No handler waits on the scheduler thread or the Gearman servers for more than a second:
+the status comes from :class:`~ccci_gate.web.snapshot.Snapshot` (one question to the
+scheduler serves every request waiting at that moment; a scheduler busy for longer gives
+the last snapshot with ``stale_seconds``), the worker pool from a snapshot at most
+``POOL_MAX_AGE`` old, history from the store's own read connection.
+
+- ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
+  and the ``recent`` finished items with their result and page
 - ``GET /items/<id>``: one item (live, or from history)
 - ``GET /history.json``: recently finished items
 - ``GET /logs/<build-id>``: a build's log, at a stable URL
@@ -31,8 +38,11 @@ from ..core.model import Change
 from ..scheduler import Scheduler
 from ..store import Store
 from .routes import Request, Response, Router
+from .snapshot import Snapshot
 
 BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
+POOL_MAX_AGE = 2.0     # seconds: the pool costs two admin round trips per Gearman server
+RECENT = 10            # finished items shown in the status
 
 
 class GatekeeperAPI:
@@ -50,6 +60,8 @@ class GatekeeperAPI:
         self.pool = pool
         self.change_ref = change_ref
         self.notify_push = notify_push
+        self.engine_status = Snapshot("status", scheduler.status, wait=1.0)
+        self.pool_status = Snapshot("pool", pool, wait=1.0)
 
     def register(self, router: Router) -> None:
         router.add("GET", "/status.json", self.status)
@@ -68,12 +80,24 @@ class GatekeeperAPI:
     # --- open endpoints -----------------------------------------------------------------
 
     def status(self, request: Request) -> Response:
-        data = self.scheduler.status()
-        try:
-            data["pool"] = self.pool()
-        except Exception as exc:  # the pool is informative; never fail the status for it
-            data["pool"] = {"error": str(exc)}
+        taken = self.engine_status.get()
+        if taken is None:
+            response = Response.error(503, "the scheduler has not answered yet; try again")
+            response.headers["Retry-After"] = "1"
+            return response
+        data = dict(taken.value)
+        if not taken.fresh:
+            data["stale_seconds"] = round(taken.age, 1)
+        pool = self.pool_status.get(POOL_MAX_AGE)
+        data["pool"] = pool.value if pool is not None else {
+            "error": "the Gearman servers have not answered yet"}
+        data["recent"] = self.recent()
         return Response.json(data)
+
+    def recent(self) -> list[dict[str, Any]]:
+        web = self.scheduler.engine.ctx.web_url.rstrip("/")
+        return [{**row, "status_url": f"{web}/items/{row['id']}"}
+                for row in self.store.history(RECENT)]
 
     def history(self, request: Request) -> Response:
         project = (request.query.get("project") or [None])[0]
