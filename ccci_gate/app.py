@@ -86,9 +86,12 @@ class Gatekeeper:
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
                                 f"{web_url}/git")
         self.connections = build_connections(settings.connections, self._emit, state)
+        self.reporters = {**self.connections.reporters, "log": _LogReporter()}
+        self._unconfigured_said: set[str] = set()
+        _quiet_per_report_warnings()
         self.scheduler = Scheduler(
             self.engine, self.merger, self.dispatcher, self.store,
-            reporters={**self.connections.reporters, "log": _LogReporter()},
+            reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
         self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put)
@@ -145,6 +148,21 @@ class Gatekeeper:
             self._threads.append(thread)
         log.info("gatekeeper up: web %s, gearman %s, %d pipelines", self.web_url,
                  ", ".join(f"{h}:{p}" for h, p in self.servers), len(self.layout.pipelines))
+        self._say_unconfigured_reporters(self.layout)
+
+    def _say_unconfigured_reporters(self, layout: Layout) -> None:
+        """Warn once per reporter a pipeline names that no connection provides (at start,
+        and at a reconfigure that names a new one), instead of once per report."""
+        missing: dict[str, list[str]] = {}
+        for name, pipeline in layout.pipelines.items():
+            for driver in {d for phase in pipeline.reporters.values() for d in phase}:
+                if driver not in self.reporters:
+                    missing.setdefault(driver, []).append(name)
+        for driver, pipelines in sorted(missing.items()):
+            if driver not in self._unconfigured_said:
+                self._unconfigured_said.add(driver)
+                log.warning("pipelines %s report to %r, which is not configured: their results "
+                            "are only logged", ", ".join(sorted(pipelines)), driver)
 
     def reconfigure(self) -> list[str]:
         """Reload layouts and jobs; on any error keep the running layout and return them."""
@@ -155,6 +173,7 @@ class Gatekeeper:
             return str(exc).splitlines()
         self.layout = layout
         self.scheduler.put(ReconfigureRequest(layout))
+        self._say_unconfigured_reporters(layout)
         if self.worker is not None:
             self.worker.update_jobs(layout.jobs) if hasattr(self.worker, "update_jobs") else None
         log.info("reconfigured: %d pipelines, %d projects, %d jobs", len(layout.pipelines),
@@ -183,6 +202,20 @@ class Gatekeeper:
             part.shutdown() if hasattr(part, "shutdown") else part.stop()
         except Exception:
             log.exception("stopping %r", part)
+
+
+class _NotConfiguredOnce(logging.Filter):
+    """Drops the scheduler's per-report "reports to X, which is not configured" warning:
+    the gatekeeper says it once per reporter (``_say_unconfigured_reporters``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "which is not configured" not in str(record.msg)
+
+
+def _quiet_per_report_warnings() -> None:
+    scheduler_log = logging.getLogger("ccci_gate.scheduler")
+    if not any(isinstance(f, _NotConfiguredOnce) for f in scheduler_log.filters):
+        scheduler_log.addFilter(_NotConfiguredOnce())
 
 
 class _LogReporter:

@@ -29,8 +29,8 @@ DEFAULT_URL = "http://127.0.0.1:8001"
 def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("CCCI_URL", DEFAULT_URL),
                    help="the gatekeeper's HTTP address (default: %(default)s, env CCCI_URL)")
-    p.add_argument("--token", default=os.environ.get("CCCI_ADMIN_TOKEN"),
-                   help="admin token (default: env CCCI_ADMIN_TOKEN, else STATE_DIR/admin.token)")
+    p.add_argument("--token", help="admin token (default: env CCCI_ADMIN_TOKEN, "
+                                    "else STATE_DIR/admin.token)")
     p.add_argument("--state-dir", default="state", help="where to find admin.token")
 
 
@@ -145,12 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader left (``ccci-gate status | head -1``): stop quietly, as Unix tools do,
+        # and keep Python from complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
+
+
+def setup_logging(verbose: bool) -> None:
+    """INFO (DEBUG with -v) to stderr; gear's per-packet INFO lines only with -v."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gear").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # --- serve / worker ---------------------------------------------------------------------
@@ -260,25 +273,36 @@ def cmd_janitor(args: argparse.Namespace) -> int:
 
 # --- client commands --------------------------------------------------------------------
 
-def _token(args: argparse.Namespace) -> str:
+def _token(args: argparse.Namespace) -> tuple[str, str]:
+    """The admin token and where it came from (said when the gatekeeper refuses it)."""
     if args.token:
-        return args.token
+        return args.token, "--token"
+    if os.environ.get("CCCI_ADMIN_TOKEN"):
+        return os.environ["CCCI_ADMIN_TOKEN"], "CCCI_ADMIN_TOKEN"
     path = Path(args.state_dir) / "admin.token"
     try:
-        return path.read_text().strip()
+        return path.read_text().strip(), str(path.resolve())
     except OSError:
         raise SystemExit(f"ccci-gate: no admin token: pass --token, set CCCI_ADMIN_TOKEN, "
                          f"or run where {path} is readable") from None
 
 
 def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
+    token, source = _token(args)
     try:
         resp = requests.post(args.url.rstrip("/") + path, json=body, timeout=30,
-                             headers={"Authorization": f"Bearer {_token(args)}"})
+                             headers={"Authorization": f"Bearer {token}"})
     except requests.RequestException as exc:
         print(f"ccci-gate: cannot reach the gatekeeper at {args.url}: {exc}", file=sys.stderr)
         return 2
-    data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    try:
+        data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    except ValueError:
+        data = {}
+    if resp.status_code == 401:
+        print(f"ccci-gate: the gatekeeper at {args.url} refused the admin token from {source} "
+              f"(stale? a gatekeeper takes the token in its own state directory)", file=sys.stderr)
+        return 1
     if resp.status_code >= 400:
         for line in data.get("errors", []) or [data.get("error", resp.text)]:
             print(line, file=sys.stderr)
@@ -352,6 +376,15 @@ def format_status(data: dict[str, Any]) -> str:
                 for job in item["jobs"]:
                     lines.append(f"      {job['name']:<16} {job['result'] or job['state']:<14} "
                                  f"{job.get('worker') or ''} {job.get('log_url') or ''}".rstrip())
+    if data.get("stale_seconds") is not None:
+        lines.append(f"(the scheduler is busy: this is its state of {data['stale_seconds']} s ago)")
+    recent = data.get("recent") or []
+    if recent:
+        lines.append("recently finished")
+        for row in recent:
+            lines.append(f"  {_describe(row):<40} {row.get('pipeline', ''):<10} "
+                         f"{row.get('result') or row.get('state') or '':<14} {_ago(data, row):>8}  "
+                         f"{row.get('status_url', '')}".rstrip())
     pool = data.get("pool") or {}
     if pool.get("functions"):
         lines.append("pool")
@@ -359,6 +392,25 @@ def format_status(data: dict[str, Any]) -> str:
             lines.append(f"  {name:<32} workers {f.get('workers', 0)}  queued {f.get('queued', 0)}"
                          f"  running {f.get('running', 0)}")
     return "\n".join(lines) or "no pipelines"
+
+
+def _describe(row: dict[str, Any]) -> str:
+    """A finished item as ``Change.describe()`` words it."""
+    if row.get("change_number") is not None:
+        return f"{row.get('project')}#{row['change_number']}" + (
+            f",{row['patchset']}" if row.get("patchset") else "")
+    return f"{row.get('project')}@{row.get('ref')}"
+
+
+def _ago(data: dict[str, Any], row: dict[str, Any]) -> str:
+    try:
+        seconds = max(0, int(float(data["time"]) - float(row["finished_at"])))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -23,9 +23,14 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           text=True, timeout=60, **kwargs)
 
 
+# the check pipeline also reports to a gitea that this gatekeeper has no connection to
+GITEA_PIPELINES = PIPELINES.replace("log: {}", "log: {}\n      gitea: {}")
+
+
 def test_serve_enqueue_status_reload_and_stop(tmp_path):
     make_repo(tmp_path / "repos", "org/recipe", {1: {"README.md": "one\n"}})
-    layouts, jobs_dir = write_layout(tmp_path, PIPELINES, PROJECTS, JOBS, SCRIPTS)
+    assert "gitea: {}" in GITEA_PIPELINES
+    layouts, jobs_dir = write_layout(tmp_path, GITEA_PIPELINES, PROJECTS, JOBS, SCRIPTS)
     port, gport = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(
@@ -47,6 +52,21 @@ def test_serve_enqueue_status_reload_and_stop(tmp_path):
         status = cli("status", *client)
         assert status.returncode == 0 and "check [independent]" in status.stdout
         assert "build:build" in status.stdout  # the pool
+        # the finished item stays visible, with its result and its page
+        recent = status.stdout.split("recently finished\n", 1)[1].splitlines()[0]
+        assert "org/recipe#1" in recent and "SUCCESS" in recent, status.stdout
+        assert recent.endswith(f"{url}/items/{item['id']}"), status.stdout
+        # a second run reports to the unconfigured gitea again
+        assert cli("enqueue", "--pipeline", "check", "--project", "org/recipe", "--change", "1",
+                   *client).returncode == 0
+        wait_for(lambda: len(requests.get(url + "/history.json", timeout=5).json()["items"]) == 2,
+                 60, "the second item to finish")
+        # `ccci-gate status | head -0`: the reader is gone before the status is printed
+        piped = subprocess.Popen([sys.executable, "-m", "ccci_gate.cli", "status", *client],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        piped.stdout.close()
+        stderr = piped.stderr.read().decode()
+        assert piped.wait(30) == 141 and stderr == "", stderr
         raw = json.loads(cli("status", "--json", *client).stdout)
         assert raw["pipelines"][0]["name"] == "check"
         bad = cli("enqueue", "--pipeline", "nope", "--project", "org/recipe", "--change", "1", *client)
@@ -54,6 +74,13 @@ def test_serve_enqueue_status_reload_and_stop(tmp_path):
         no_token = cli("enqueue", "--pipeline", "check", "--project", "org/recipe", "--change", "1",
                        "--url", url, "--state-dir", str(tmp_path / "elsewhere"))
         assert no_token.returncode != 0 and "admin token" in no_token.stderr
+        stale = tmp_path / "old-state"
+        stale.mkdir()
+        (stale / "admin.token").write_text("from-an-older-gatekeeper\n")
+        refused = cli("dequeue", "--project", "org/recipe", "--change", "1", "--url", url,
+                      "--state-dir", str(stale))
+        assert refused.returncode == 1, refused.stderr
+        assert f"refused the admin token from {stale / 'admin.token'}" in refused.stderr
         (layouts / "main.yaml").write_text((layouts / "main.yaml").read_text().replace(
             "name: check", "name: check\n    description: after sighup"))
         serve.send_signal(signal.SIGHUP)
@@ -67,6 +94,11 @@ def test_serve_enqueue_status_reload_and_stop(tmp_path):
         finally:
             if serve.poll() is None:
                 serve.kill()
+    log = serve.stderr.read()
+    # said once at start, not once per report (two items reported start/success above)
+    assert log.count("report to 'gitea', which is not configured") == 1, log
+    assert "reports to 'gitea'" not in log
+    assert " INFO gear." not in log      # gear's per-packet lines are quiet without -v
 
 
 def test_validate_and_worker_give_clear_errors(tmp_path):
