@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import requests
 
+from .payloads import COMMIT_ID
+
 log = logging.getLogger("ccci_gate.drivers.gitea")
 
 TIMEOUT = 10.0
@@ -43,9 +45,26 @@ class PullRequest:
     state: str = "open"
 
 
+class BadPath(GiteaError):
+    """A path part that would leave its place in the URL (empty, ``.``, ``..``); nothing
+    is sent."""
+
+    def __init__(self, part: str):
+        super().__init__(400, f"refused to send a request with the path part {part[:100]!r}")
+
+
 def path(template: str, *parts: str | int) -> str:
-    """``path("/repos/{}/pulls/{}", "o/r", 2)``: each part quoted, ``/`` kept in repos."""
-    return template.format(*(quote(str(p), safe="/") for p in parts))
+    """``path("/repos/{}/pulls/{}", "o/r", 2)``: every segment percent-escaped on its own
+    (``o/r`` is two, a branch may have more) and none may be empty, ``.`` or ``..``, so no
+    part can climb out of its place (``tests/test_gitea_edges.py``)."""
+    return template.format(*(_escape(str(p)) for p in parts))
+
+
+def _escape(part: str) -> str:
+    segments = part.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise BadPath(part)
+    return "/".join(quote(s, safe="") for s in segments)
 
 
 class GiteaAPI:
@@ -99,7 +118,11 @@ class GiteaAPI:
 
     def pull(self, repo: str, number: int) -> PullRequest:
         data = self.call("GET", path("/repos/{}/pulls/{}", repo, number)).json()
-        return PullRequest(number, data["head"]["sha"], data["base"]["ref"],
+        head = str(data["head"]["sha"])
+        if not COMMIT_ID.fullmatch(head):
+            raise GiteaError(502, f"{repo}#{number}: Gitea gave a head that is not a commit id: "
+                                  f"{head[:80]!r}")
+        return PullRequest(number, head, data["base"]["ref"],
                            data.get("title") or "", data.get("html_url") or "",
                            data.get("state") or "open")
 

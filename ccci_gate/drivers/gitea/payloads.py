@@ -15,13 +15,22 @@ Vocabulary:
   synchronized, closed, edited...; a merge is ``closed`` with ``pull_request.merged``
   and is reported here as action ``merged``.
 - **push hook**: ``push`` to ``ref``; ``after`` is the new tip (all zeros: deleted).
+
+A signed payload is trusted only as far as it deserves: ``repository.full_name`` must be a
+well-formed ``owner/name`` (Gitea's name characters, no ``.``/``..`` segment) and every
+commit id — a PR head, a push's ``before``/``after`` — lowercase hex of a SHA-1 (40
+digits; 64 for a SHA-256 repository), or the payload is refused before any API call
+(``tests/test_gitea_edges.py``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 ZERO_SHA = "0" * 40
+COMMIT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+REPO_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 EVENTS = ("issue_comment", "pull_request", "push")
 
 
@@ -70,6 +79,30 @@ def _get(data: Any, *path: str, required: bool = True, kind: type | tuple = str)
     return node
 
 
+def is_commit_id(value: str) -> bool:
+    return bool(COMMIT_ID.fullmatch(value))
+
+
+def is_repo_name(value: str) -> bool:
+    return bool(REPO_NAME.fullmatch(value)) and not any(
+        part in (".", "..") for part in value.split("/"))
+
+
+def _repo(payload: Mapping) -> str:
+    repo = _get(payload, "repository", "full_name")
+    if not is_repo_name(repo):
+        raise PayloadError(f"repository.full_name {repo[:100]!r} is not an owner/name")
+    return repo
+
+
+def _commit(value: str | None, field: str, required: bool = True) -> str:
+    if not value and not required:
+        return ""
+    if not isinstance(value, str) or not is_commit_id(value):
+        raise PayloadError(f"{field} {str(value)[:80]!r} is not a commit id (40 hex digits)")
+    return value
+
+
 def _ignored(why: str, **kw: Any) -> Hook:
     return Hook("ignored", why_ignored=why, **kw)
 
@@ -90,7 +123,7 @@ def parse(event: str, payload: Any) -> Hook:
 
 
 def parse_comment(payload: Mapping) -> Hook:
-    repo = _get(payload, "repository", "full_name")
+    repo = _repo(payload)
     action = _get(payload, "action")
     number = _get(payload, "issue", "number", kind=int)
     is_pull = payload.get("is_pull") is True or isinstance(
@@ -103,14 +136,15 @@ def parse_comment(payload: Mapping) -> Hook:
         "comment", action=action, repo=repo, number=number, comment=body,
         comment_id=_get(payload, "comment", "id", kind=int),
         user=_get(payload, "comment", "user", "login", required=False) or _get(payload, "sender", "login"),
-        head_sha=_get(pr, "head", "sha", required=False) or "",
+        head_sha=_commit(_get(pr, "head", "sha", required=False), "pull_request.head.sha",
+                         required=False),
         branch=_get(pr, "base", "ref", required=False) or "",
         title=_get(payload, "issue", "title", required=False) or "",
         url=_get(payload, "issue", "html_url", required=False) or "")
 
 
 def parse_pull_request(payload: Mapping) -> Hook:
-    repo = _get(payload, "repository", "full_name")
+    repo = _repo(payload)
     action = _get(payload, "action")
     number = _get(payload, "pull_request", "number", kind=int)
     merged = _get(payload, "pull_request", "merged", required=False, kind=bool) is True
@@ -118,7 +152,7 @@ def parse_pull_request(payload: Mapping) -> Hook:
         action = "merged"
     return Hook(
         "pull_request", action=action, repo=repo, number=number,
-        head_sha=_get(payload, "pull_request", "head", "sha"),
+        head_sha=_commit(_get(payload, "pull_request", "head", "sha"), "pull_request.head.sha"),
         branch=_get(payload, "pull_request", "base", "ref"),
         merge_commit=_get(payload, "pull_request", "merge_commit_sha", required=False) or "",
         user=_get(payload, "sender", "login", required=False) or "",
@@ -127,10 +161,10 @@ def parse_pull_request(payload: Mapping) -> Hook:
 
 
 def parse_push(payload: Mapping) -> Hook:
-    repo = _get(payload, "repository", "full_name")
+    repo = _repo(payload)
     ref = _get(payload, "ref")
-    after = _get(payload, "after")
-    before = _get(payload, "before", required=False) or ""
+    after = _commit(_get(payload, "after"), "after")
+    before = _commit(_get(payload, "before", required=False), "before", required=False)
     user = (_get(payload, "pusher", "login", required=False)
             or _get(payload, "sender", "login", required=False) or "")
     if after == ZERO_SHA:

@@ -31,8 +31,11 @@ log = logging.getLogger("ccci_gate.drivers.gitea")
 
 MARKER = "<!-- ccci-gate -->"
 TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
-MAX_DELAY = 300.0
-MAX_ATTEMPTS = 50  # about four hours of a Gitea outage at the longest delay
+# While Gitea is down the head of the outbox is retried every MAX_DELAY seconds at most, so
+# after an outage of any length the backlog starts draining within MAX_DELAY of Gitea's
+# return (``tests/test_gitea_edges.py``); a write is given up only after about four hours.
+MAX_DELAY = 30.0
+MAX_ATTEMPTS = 500
 
 VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
             "MERGE_CONFLICT": ("needs a rebase (merge conflict)", "⚠️"),
@@ -120,6 +123,11 @@ class GiteaReporter:
         return self.redact(text).rstrip() + "\n\n" + MARKER + "\n"
 
 
+def backoff(attempts: int, max_delay: float = MAX_DELAY) -> float:
+    """Seconds before the next try of a write that failed ``attempts`` times before."""
+    return min(max_delay, 2.0 ** min(attempts, 32))
+
+
 class Outbox:
     """Sends queued writes in order; a Gitea outage delays them, never loses them."""
 
@@ -165,7 +173,7 @@ class Outbox:
         try:
             self._send(out)
         except GiteaUnavailable as exc:
-            delay = min(self.max_delay, 2.0 ** out.attempts)
+            delay = backoff(out.attempts, self.max_delay)
             if out.attempts + 1 >= MAX_ATTEMPTS:
                 log.error("giving up on %s to %s after %d attempts: %s", out.kind, out.repo,
                           out.attempts + 1, exc)
