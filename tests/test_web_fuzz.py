@@ -195,7 +195,7 @@ def _protocol(rng: random.Random) -> bytes:
     body = rng.choice(PAYLOADS).read_bytes()
     head = (b"POST /webhooks/gitea HTTP/1.1\r\nHost: x\r\nX-Gitea-Event: push\r\n"
             b"X-Gitea-Signature: " + sign(SECRET, body).encode() + b"\r\n")
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
     if kind == 0:   # chunked, well formed
         chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 97]), body[i:i + 97])
                           for i in range(0, len(body), 97))
@@ -208,6 +208,17 @@ def _protocol(rng: random.Random) -> bytes:
             [b"-5", b"abc", b"99999999999999999999", b"10", b"1e3", b"5, 6"]) + b"\r\n\r\n" + body
     if kind == 3:   # both framings
         return head + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    if kind == 5:   # a broken request line or header block
+        return rng.choice([
+            b"GET /\xff\xfe/status.json HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\r\n\r\n",
+            b"POST /webhooks/gitea HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: " + b"b" * 70000 + b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 5000 + b"\r\n",
+            b"GET /status.json HTTP/1.1\r\nHost: x\r\n X-Folded: yes\r\n\r\n",
+            b"POST /webhooks/gitea HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcdefg",
+        ])
     if kind == 4:   # a non-ASCII header value, raw bytes
         return (b"POST /webhooks/gitea HTTP/1.1\r\nHost: x\r\nX-Gitea-Event: push\r\n"
                 b"X-Gitea-Signature: \xc3\xa9\xff" + b"a" * 60 + b"\r\nContent-Length: %d\r\n\r\n"

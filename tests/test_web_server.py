@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ccci_gate.store import Store
+from ccci_gate.web.api import GatekeeperAPI
 from ccci_gate.web.routes import Request, Response, Router
 from ccci_gate.web.server import ListenerError, WebServer
 from ccci_gate.web.snapshot import Snapshot
@@ -100,6 +101,13 @@ def test_a_non_ascii_header_value_is_400(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Sig: \xc3\xa9\xff\r\nContent-Length: 0\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def test_a_request_line_that_is_not_http_1_is_400(server):
+    for line in (b"GET /echo HTTP/9.9", b"GET /echo HTTP/2.0", b"GET /echo FTP/1.1"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(line + b"\r\nHost: x\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400"), line
 
 
 def test_json_nested_thousands_deep_is_400():
@@ -202,4 +210,45 @@ def test_store_reads_do_not_wait_for_the_writer_lock(tmp_path):
             reader.join(timeout=5)
             assert done == [[]]
     finally:
+        store.close()
+
+
+class _BusyScheduler:
+    """Answers the first status at once, then is stuck in a long batch until released."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.calls = 0
+        self.engine = type("E", (), {"ctx": type("C", (), {"web_url": "http://gk"})()})()
+
+    def status(self) -> dict:
+        self.calls += 1
+        if self.calls > 1:
+            self.release.wait(10)
+        return {"pipelines": [], "time": time.time(), "n": self.calls}
+
+
+def test_status_does_not_wait_for_a_busy_scheduler(tmp_path):
+    scheduler = _BusyScheduler()
+    store = Store(tmp_path / "s.sqlite")
+    api = GatekeeperAPI(scheduler, store, tmp_path, "token", reconfigure=lambda: [],
+                        pool=lambda: {"functions": {}}, change_ref=lambda p, n: "")
+    router = Router()
+    api.register(router)
+    web = WebServer(router, "127.0.0.1", 0)
+    web.start()
+    try:
+        conn = _conn(web)
+        conn.request("GET", "/status.json")
+        status, first = _answer(conn)
+        assert status == 200 and first["n"] == 1 and "stale_seconds" not in first
+        started = time.monotonic()
+        conn.request("GET", "/status.json")
+        status, second = _answer(conn)
+        assert time.monotonic() - started < 2.5
+        assert status == 200 and second["n"] == 1 and second["stale_seconds"] >= 0
+        assert second["recent"] == [] and second["pool"] == {"functions": {}}
+    finally:
+        scheduler.release.set()
+        web.shutdown()
         store.close()

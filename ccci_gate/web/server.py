@@ -15,7 +15,10 @@ What the listener guarantees, whatever the handler (``tests/test_web_server.py``
   handlers may rely on it, e.g. for a constant-time signature compare);
 - a handler that hits Python's recursion limit (JSON nested thousands deep) is answered
   400; any other exception is a 500 with the traceback in the log — and the server keeps
-  serving either way.
+  serving either way;
+- a request line with an HTTP version other than 1.x is a malformed request: 400 (cheroot,
+  like ``http.server``, would say 505; no client of ours speaks anything but 1.x, and a 5xx
+  would page an operator for a stranger's garbage).
 
 ``WebServer(...)`` binds at once (a busy port raises :class:`ListenerError`, one line);
 ``start()`` serves in a background thread; ``shutdown()`` stops.
@@ -29,14 +32,14 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
-from cheroot import errors, wsgi
+from cheroot import errors, server as cheroot_server, wsgi
 
 from .routes import Request, Response, Router
 
 log = logging.getLogger("ccci_gate.web")
 
 MAX_BODY = 10 * 1024 * 1024
-THREADS = 16
+THREADS = 32
 
 
 class ListenerError(OSError):
@@ -54,6 +57,7 @@ class WebServer:
         self._server = wsgi.Server((host, port), self.wsgi_app, numthreads=threads,
                                    server_name="ccci-gate")
         self._server.max_request_body_size = max_body
+        self._server.ConnectionClass = _Connection
         self._server.shutdown_timeout = 1
         self._server.expiration_interval = 0.1   # the selector's tick: stop() takes one tick
         try:
@@ -130,6 +134,17 @@ class WebServer:
         except Exception:  # noqa: BLE001 - never let a handler take the server down
             log.exception("%s %s failed", request.method, request.path)
             return Response.error(500, "internal error")
+
+
+class _Request(cheroot_server.HTTPRequest):
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        if str(status).startswith("505"):
+            status, msg = "400 Bad Request", "Malformed Request-Line: unsupported HTTP version"
+        super().simple_response(status, msg)
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _Request
 
 
 class _TooLarge(Exception):

@@ -6,7 +6,7 @@ handler asks ``get(max_age)``: a value taken no earlier than ``max_age`` seconds
 the call, waiting at most ``wait`` seconds for it; if the part does not answer in time it
 gets the last value (``fresh`` False) or ``None`` before the first one. So a handler is
 never held by the scheduler thread or a slow Gearman server for longer than ``wait``
-(``tests/test_web_server.py::test_status_does_not_wait_for_a_busy_scheduler``).
+(``tests/test_web_server.py``: ``test_status_does_not_wait_for_a_busy_scheduler``).
 """
 from __future__ import annotations
 
