@@ -19,7 +19,12 @@ HTTP client — Gitea's — sets):
 The listener as shipped before is measured with at most 100 requests per row (each
 takes ~44 ms).
 
-    python3 bench/web.py [--requests 2000] [--status 500]
+Then the fuzz of ``tests/test_web_fuzz.py`` (``tests/web_fuzz.py``: mutated and nested
+signed webhooks, bad signatures, broken framing, random admin calls) is sent to ours and
+to the stdlib listener (fixed, so it runs at the same pace; its request handling is the
+old one): how many answers were 5xx, and whether a real webhook still gets in afterwards.
+
+    python3 bench/web.py [--requests 2000] [--status 500] [--fuzz 10000] [--seed 1]
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import argparse
 import hashlib
 import hmac
 import http.client
+import logging
 import socket
 import statistics
 import sys
@@ -42,7 +48,11 @@ sys.path.insert(0, str(ROOT))
 
 from ccci_gate.app import Gatekeeper  # noqa: E402
 from ccci_gate.settings import load_settings  # noqa: E402
-from ccci_gate.web.routes import Request, Router  # noqa: E402
+from ccci_gate.web.routes import Request, Response, Router  # noqa: E402
+from ccci_gate.web.server import MAX_BODY  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests"))
+from web_fuzz import fuzz  # noqa: E402
 
 SECRET = "bench-secret"
 PAYLOAD = ROOT / "tests" / "fixtures" / "conformance" / "gitea" / "push.json"
@@ -67,14 +77,26 @@ class StdlibServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+            def _serve(self) -> None:   # the request handling of the old listener
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    return self._send(Response.error(400, "bad Content-Length"))
+                if length > MAX_BODY:
+                    self.close_connection = True
+                    return self._send(Response.error(413, f"body over {MAX_BODY} bytes"))
                 body = self.rfile.read(length) if length > 0 else b""
                 parts = urlsplit(self.path)
                 request = Request(self.command, parts.path, parse_qs(parts.query),
                                   {k.lower(): v for k, v in self.headers.items()}, body,
                                   self.client_address[0])
-                response = outer.router.dispatch(request)
+                try:
+                    response = outer.router.dispatch(request)
+                except Exception:  # noqa: BLE001 - as the old listener did
+                    response = Response.error(500, "internal error")
+                self._send(response)
+
+            def _send(self, response: Response) -> None:
                 data = response.body if isinstance(response.body, bytes) else b"".join(response.body)
                 self.send_response(response.status)
                 for name, value in response.headers.items():
@@ -84,7 +106,7 @@ class StdlibServer:
                 self.wfile.write(data)
                 self.wfile.flush()
 
-            do_GET = do_POST = _serve
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
         self.router = router
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -182,8 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="webhooks per measurement")
     parser.add_argument("--status", type=int, default=500, help="status requests per measurement")
+    parser.add_argument("--fuzz", type=int, default=10000, help="fuzzed requests per listener")
+    parser.add_argument("--seed", type=int, default=1, help="the fuzz's seed")
     args = parser.parse_args()
-    import logging
     logging.basicConfig(level=logging.WARNING)
     body = PAYLOAD.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,9 +228,25 @@ def main() -> None:
             results[name] = measure(port, body, min(args.requests, 100) if slow else args.requests,
                                     min(args.status, 100) if slow else args.status)
             threads[name] = idle_threads(port)
+        fuzzed = {}
+        logging.disable(logging.ERROR)     # the fuzz makes the driver log every refusal
+        for name, port in (("ccci-gate (cheroot)", gk.web.port),
+                           ("stdlib http.server, old request handling",
+                            stdlib["stdlib http.server + TCP_NODELAY, one write"].port)):
+            result = fuzz(f"http://127.0.0.1:{port}", port, args.fuzz, args.seed, SECRET,
+                          gk.admin_token)
+            fuzzed[name] = (result, webhook(Client(port), body) == 202)
+        logging.disable(logging.NOTSET)
         for s in stdlib.values():
             s.shutdown()
         gk.stop()
+    print(f"\n{'listener':<44} {'fuzzed':>7} {'signed webhooks':>16} {'5xx':>6} "
+          f"{'req/s':>7}  a real webhook afterwards")
+    for name, (result, alive) in fuzzed.items():
+        print(f"{name:<44} {result.requests:>7} {result.signed_webhooks:>16} "
+              f"{len(result.server_errors):>6} {result.requests / result.seconds:>7.0f}  "
+              f"{'accepted' if alive else 'REFUSED'}")
+    print()
     ours = results["ccci-gate (cheroot)"]
     print(f"{'listener':<44} {'measurement':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, rows in results.items():
