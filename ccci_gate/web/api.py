@@ -10,8 +10,8 @@ Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>
 No handler waits on the scheduler thread or the Gearman servers for more than a second:
 the status comes from :class:`~ccci_gate.web.snapshot.Snapshot` (one question to the
 scheduler serves every request waiting at that moment; a scheduler busy for longer gives
-the last snapshot with ``stale_seconds``), the worker pool from a snapshot at most
-``POOL_MAX_AGE`` old, history from the store's own read connection.
+the last snapshot with ``stale_seconds``), the worker pool from a snapshot asked for
+again when older than ``POOL_MAX_AGE``, history from the store's own read connection.
 
 - ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
   and the ``recent`` finished items with their result and page

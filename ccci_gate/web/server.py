@@ -58,6 +58,7 @@ class WebServer:
                                    server_name="ccci-gate")
         self._server.max_request_body_size = max_body
         self._server.ConnectionClass = _Connection
+        self._server.error_log = _cheroot_log   # into our log, not raw onto stderr
         self._server.shutdown_timeout = 1
         self._server.expiration_interval = 0.1   # the selector's tick: stop() takes one tick
         try:
@@ -161,6 +162,13 @@ def _read_body(stream: Any, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise _TooLarge()
+
+
+def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's own messages (a client gone mid-request, a TLS error) at debug level unless
+    they are errors: they are about one connection, and the server carries on."""
+    log.log(level if level >= logging.ERROR else logging.DEBUG, "listener: %s", msg,
+            exc_info=traceback)
 
 
 def _status_line(status: int) -> str:

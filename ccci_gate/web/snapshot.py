@@ -71,7 +71,7 @@ class Snapshot(Generic[T]):
             try:
                 value = self.fn()
             except Exception as exc:  # noqa: BLE001 - keep the last value, say why in the log
-                log.warning("%s snapshot failed: %s", self.name, exc)
+                log.warning("%s snapshot failed: %r", self.name, exc)
                 continue
             with self._cond:
                 self._last = Taken(value, asked)
