@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
+import time
+from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from ccci_gate.drivers.gitea.api import BadPath, GiteaAPI, GiteaError, GiteaUnavailable, path
-from ccci_gate.drivers.gitea.payloads import PayloadError, parse
+from ccci_gate.drivers.gitea.payloads import PayloadError, own_words, parse, parse_api_comment
 from ccci_gate.drivers.gitea.reporter import MAX_ATTEMPTS, MAX_DELAY, Outbox, backoff
 from ccci_gate.drivers.gitea.store import GiteaStore
 
+from e2e_helpers import finished
 from fake_gitea import CONFORMANCE, FakeGitea
+from test_gitea_e2e import World
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def payload(name: str) -> dict:
@@ -70,6 +79,75 @@ def test_well_formed_repository_names_pass():
     for name in ("coop-cloud/hello", "Org_1/recipe.name", "a/b"):
         data["repository"]["full_name"] = name
         assert parse("push", data).repo == name
+
+
+# --- commands: in the author's own words only ----------------------------------------------
+
+def _shipped_comment_patterns() -> dict[str, list[str]]:
+    """Pipeline → the comment regexes of its gitea trigger in layouts/default.yaml."""
+    layout = yaml.safe_load((ROOT / "layouts" / "default.yaml").read_text())
+    out: dict[str, list[str]] = {}
+    for pipeline in layout["pipelines"]:
+        for flt in (pipeline.get("trigger") or {}).get("gitea") or []:
+            if "comment" in flt:
+                out.setdefault(pipeline["name"], []).append(flt["comment"])
+    return out
+
+
+def _triggers(body: str) -> list[str]:
+    """The shipped pipelines a PR comment with ``body`` starts (as the core matches it)."""
+    data = copy.deepcopy(payload("issue_comment_pr.json"))
+    data["comment"]["body"] = body
+    text = parse("issue_comment", data).comment
+    return sorted(name for name, patterns in _shipped_comment_patterns().items()
+                  if any(re.search(p, text, re.MULTILINE) for p in patterns))
+
+
+@pytest.mark.parametrize("body", [
+    "```\n!testme\n```", "~~~~\n!testme\n~~~~", "```sh\n!gate\n```",
+    "> !testme", "> they said\n!testme", "`!testme`", "``!testme``",
+    "!testme `now`", "```\nunclosed\n!testme", "!TESTME", "!Testme", "!testme please",
+])
+def test_a_command_in_code_in_a_quote_or_in_other_case_does_not_trigger(body):
+    assert _triggers(body) == []
+
+
+@pytest.mark.parametrize("body,pipelines", [
+    ("!testme", ["check"]), ("please\r\n!testme\r\n", ["check"]),
+    ("```\n!gate\n```\n!testme", ["check"]), ("> quoted\n\n!testme", ["check"]),
+    ("!testme --quick", ["quick"]), ("see `x`\n!gate", ["gate"]),
+    ("    ```\n!testme", ["check"]),   # four spaces: indented code, not a fence
+])
+def test_a_command_on_its_own_line_triggers(body, pipelines):
+    assert _triggers(body) == pipelines
+
+
+def test_polled_comments_are_read_the_same_way():
+    hook = parse_api_comment("o/r", 2, {"body": "```\n!testme\n```", "id": 5,
+                                        "user": {"login": "alice"}})
+    assert "!testme" not in hook.comment
+
+
+def test_the_gate_still_knows_its_own_comment():
+    assert "<!-- ccci-gate -->" in own_words("| a | `b` |\n\n> quick lane\n\n<!-- ccci-gate -->\n")
+
+
+def test_end_to_end_a_quoted_command_runs_nothing_and_a_plain_one_runs(tmp_path):
+    world = World(tmp_path)
+    try:
+        assert world.comment("> !testme\n\nlooks good").status_code == 202
+        assert world.comment("```\n!testme\n```").status_code == 202
+        world.settle()
+        time.sleep(0.3)     # what the driver emitted has reached the scheduler
+        status = requests.get(world.gk.web_url + "/status.json", timeout=10).json()
+        assert [q for p in status["pipelines"] for q in p["queues"]] == [] and world.history() == []
+        world.comment("!testme")
+        [item] = finished(world.gk)
+        assert item["pipeline"] == "check"
+        assert len(world.history()) == 1
+    finally:
+        world.close()
+    assert world.fake.violations == []
 
 
 # --- paths sent to Gitea -------------------------------------------------------------------

@@ -16,6 +16,11 @@ Vocabulary:
   and is reported here as action ``merged``.
 - **push hook**: ``push`` to ``ref``; ``after`` is the new tip (all zeros: deleted).
 
+A comment's ``comment`` is what its author says in their own words: the body without
+fenced code blocks, quoted lines (with their lazy continuation) or inline code, so a
+command shown as code or quoted from someone else does not trigger
+(:func:`own_words`; ``tests/test_gitea_edges.py``).
+
 A signed payload is trusted only as far as it deserves: ``repository.full_name`` must be a
 well-formed ``owner/name`` (Gitea's name characters, no ``.``/``..`` segment) and every
 commit id — a PR head, a push's ``before``/``after`` — lowercase hex of a SHA-1 (40
@@ -103,6 +108,40 @@ def _commit(value: str | None, field: str, required: bool = True) -> str:
     return value
 
 
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_QUOTE = re.compile(r" {0,3}>")
+_INLINE_CODE = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)")
+
+
+def own_words(body: str) -> str:
+    """A Markdown comment without its fenced code blocks and block quotes, inline code
+    replaced by ``(code)``: the text a command may be written in. Line breaks are kept (commands are matched a
+    line at a time); an unclosed fence runs to the end, as Gitea renders it."""
+    kept: list[str] = []
+    fence = ""
+    quoting = False
+    for line in body.splitlines():
+        if fence:
+            stripped = line.strip()
+            if stripped.startswith(fence) and set(stripped) == {fence[0]}:
+                fence = ""
+            kept.append("")
+            continue
+        opening = _FENCE.match(line)
+        if opening:
+            fence, quoting = opening.group(1), False
+            kept.append("")
+            continue
+        if _QUOTE.match(line) or (quoting and line.strip()):
+            quoting = True                     # a quote, or its lazy continuation line
+            kept.append("")
+            continue
+        quoting = False
+        # "(code)", not a space: "!testme `x`" stays what it was, not a command
+        kept.append(_INLINE_CODE.sub("(code)", line))
+    return "\n".join(kept)
+
+
 def _ignored(why: str, **kw: Any) -> Hook:
     return Hook("ignored", why_ignored=why, **kw)
 
@@ -130,7 +169,7 @@ def parse_comment(payload: Mapping) -> Hook:
         (payload.get("issue") or {}).get("pull_request"), Mapping)
     if not is_pull:
         return _ignored("a comment on an issue, not a pull request", repo=repo, number=number)
-    body = _get(payload, "comment", "body") if action != "deleted" else ""
+    body = own_words(_get(payload, "comment", "body")) if action != "deleted" else ""
     pr = payload.get("pull_request") if isinstance(payload.get("pull_request"), Mapping) else {}
     return Hook(
         "comment", action=action, repo=repo, number=number, comment=body,
@@ -178,7 +217,7 @@ def parse_push(payload: Mapping) -> Hook:
 def parse_api_comment(repo: str, number: int, comment: Mapping) -> Hook:
     """A comment as the API lists it (polling): the same facts as a comment hook."""
     return Hook("comment", action="created", repo=repo, number=number,
-                comment=_get(comment, "body"), comment_id=_get(comment, "id", kind=int),
+                comment=own_words(_get(comment, "body")), comment_id=_get(comment, "id", kind=int),
                 user=_get(comment, "user", "login"))
 
 
