@@ -140,6 +140,18 @@ def test_unknown_paths_and_methods(server):
     assert _answer(conn)[0] == 405
 
 
+def test_head_is_get_without_the_body_and_the_connection_stays_usable(server):
+    conn = _conn(server)
+    conn.request("HEAD", "/stream")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b""
+    conn.request("HEAD", "/echo")
+    resp = conn.getresponse()
+    assert resp.status == 405 and resp.read() == b""
+    conn.request("GET", "/stream")
+    assert _answer(conn) == (200, {"raw": b"abc"})
+
+
 def test_a_streamed_body(server):
     conn = _conn(server)
     conn.request("GET", "/stream")

@@ -174,6 +174,7 @@ def _other(rng: random.Random, token: str) -> tuple[str, str, bytes, dict[str, s
         ("POST", "/admin/enqueue"), ("POST", "/admin/dequeue"), ("POST", "/admin/promote"),
         ("POST", "/admin/retrigger"), ("POST", "/admin/pause"), ("DELETE", "/status.json"),
         ("GET", "/" + "a/" * rng.randrange(200)), ("PATCH", "/webhooks/gitea"),
+        ("HEAD", "/status.json"), ("HEAD", "/webhooks/gitea"), ("OPTIONS", "/status.json"),
     ])
     body = json.dumps(_random_value(rng)).encode() if rng.random() < 0.7 else _nested(rng)
     headers = {"Content-Type": "application/json"}

@@ -25,6 +25,7 @@ What the listener guarantees, whatever the handler (``tests/test_web_server.py``
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -86,9 +87,12 @@ class WebServer:
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = self._request(environ)
+        head = environ["REQUEST_METHOD"] == "HEAD"
         if isinstance(request, Response):
             response = request
         else:
+            if head:   # a HEAD is the GET without its body
+                request = dataclasses.replace(request, method="GET")
             response = self._dispatch(request)
         body = response.body
         headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
@@ -96,6 +100,11 @@ class WebServer:
             headers.append(("Content-Length", str(len(body))))
             body = [bytes(body)]
         start_response(_status_line(response.status), headers)
+        if head:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return []
         return body
 
     def _request(self, environ: dict[str, Any]) -> Request | Response:
