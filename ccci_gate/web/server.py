@@ -3,7 +3,7 @@ front of one :class:`Router`.
 
 Why cheroot and not ``http.server``: it sets ``TCP_NODELAY`` and writes a response in
 one go, so a request on a kept-alive connection does not wait 40 ms for a delayed ACK
-(``bench/http.py`` measures both); it reads chunked request bodies; idle kept-alive
+(``bench/web.py`` measures both); it reads chunked request bodies; idle kept-alive
 connections wait in a selector instead of holding a thread; and it is maintained.
 
 What the listener guarantees, whatever the handler (``tests/test_web_server.py``,
@@ -117,7 +117,9 @@ class WebServer:
             else:
                 continue
             if not value.isascii():
-                return Response.error(400, f"header {name} is not ASCII")
+                refusal = Response.error(400, f"header {name} is not ASCII")
+                refusal.headers["Connection"] = "close"   # its body, if any, is unread
+                return refusal
             headers[name] = value
         try:
             body = _read_body(environ["wsgi.input"], self.max_body)
