@@ -348,9 +348,13 @@ def cmd_notify_push(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        data = requests.get(args.url.rstrip("/") + "/status.json", timeout=30).json()
+        resp = requests.get(args.url.rstrip("/") + "/status.json", timeout=30)
+        data = resp.json()
     except (requests.RequestException, ValueError) as exc:
         print(f"ccci-gate: cannot read status from {args.url}: {exc}", file=sys.stderr)
+        return 2
+    if resp.status_code >= 400:   # e.g. 503 while a starting scheduler has not answered
+        print(f"ccci-gate: {args.url}: {data.get('error', resp.reason)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True))
