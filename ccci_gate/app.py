@@ -101,7 +101,7 @@ class Gatekeeper:
             self.scheduler, self.store, self.log_dir, self.admin_token,
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
             change_ref=lambda project, n: settings.change_ref.format(change=n, project=project),
-            notify_push=self._pushed)
+            notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
         ArtifactStore(state / "artifacts").register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))

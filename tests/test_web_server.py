@@ -231,7 +231,6 @@ class _BusyScheduler:
     def __init__(self):
         self.release = threading.Event()
         self.calls = 0
-        self.engine = type("E", (), {"ctx": type("C", (), {"web_url": "http://gk"})()})()
 
     def status(self) -> dict:
         self.calls += 1

@@ -51,7 +51,7 @@ class GatekeeperAPI:
     def __init__(self, scheduler: Scheduler, store: Store, log_dir: Path, admin_token: str,
                  reconfigure: Callable[[], list[str]], pool: Callable[[], Mapping[str, Any]],
                  change_ref: Callable[[str, int], str],
-                 notify_push: Callable[[str], bool] = lambda project: False):
+                 notify_push: Callable[[str], bool] = lambda project: False, web_url: str = ""):
         self.scheduler = scheduler
         self.store = store
         self.log_dir = log_dir
@@ -60,6 +60,7 @@ class GatekeeperAPI:
         self.pool = pool
         self.change_ref = change_ref
         self.notify_push = notify_push
+        self.web_url = web_url.rstrip("/")
         self.engine_status = Snapshot("status", scheduler.status, wait=1.0)
         self.pool_status = Snapshot("pool", pool, wait=1.0)
 
@@ -95,8 +96,7 @@ class GatekeeperAPI:
         return Response.json(data)
 
     def recent(self) -> list[dict[str, Any]]:
-        web = self.scheduler.engine.ctx.web_url.rstrip("/")
-        return [{**row, "status_url": f"{web}/items/{row['id']}"}
+        return [{**row, "status_url": f"{self.web_url}/items/{row['id']}"}
                 for row in self.store.history(RECENT)]
 
     def history(self, request: Request) -> Response:
