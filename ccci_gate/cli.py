@@ -380,8 +380,6 @@ def format_status(data: dict[str, Any]) -> str:
                 for job in item["jobs"]:
                     lines.append(f"      {job['name']:<16} {job['result'] or job['state']:<14} "
                                  f"{job.get('worker') or ''} {job.get('log_url') or ''}".rstrip())
-    if data.get("stale_seconds") is not None:
-        lines.append(f"(the scheduler is busy: this is its state of {data['stale_seconds']} s ago)")
     recent = data.get("recent") or []
     if recent:
         lines.append("recently finished")

@@ -7,11 +7,10 @@ things only by putting events on the scheduler's queue.
 Read-only endpoints are open; ``/admin/*`` needs ``Authorization: Bearer <token>``
 (the token lives in the state directory, readable by the operator only).
 
-No handler waits on the scheduler thread or the Gearman servers for more than a second:
-the status comes from :class:`~ccci_gate.web.snapshot.Snapshot` (one question to the
-scheduler serves every request waiting at that moment; a scheduler busy for longer gives
-the last snapshot with ``stale_seconds``), the worker pool from a snapshot asked for
-again when older than ``POOL_MAX_AGE``, history from the store's own read connection.
+No handler waits on the scheduler thread, and none on the Gearman servers for more
+than a second: the worker pool (two admin round trips per server) comes from a
+:class:`~ccci_gate.web.snapshot.Snapshot` asked for again when older than
+``POOL_MAX_AGE``; history and finished items from the store's own read connection.
 
 - ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
   and the ``recent`` finished items with their result and page
@@ -61,7 +60,6 @@ class GatekeeperAPI:
         self.change_ref = change_ref
         self.notify_push = notify_push
         self.web_url = web_url.rstrip("/")
-        self.engine_status = Snapshot("status", scheduler.status, wait=1.0)
         self.pool_status = Snapshot("pool", pool, wait=1.0)
 
     def register(self, router: Router) -> None:
@@ -81,14 +79,7 @@ class GatekeeperAPI:
     # --- open endpoints -----------------------------------------------------------------
 
     def status(self, request: Request) -> Response:
-        taken = self.engine_status.get()
-        if taken is None:
-            response = Response.error(503, "the scheduler has not answered yet; try again")
-            response.headers["Retry-After"] = "1"
-            return response
-        data = dict(taken.value)
-        if not taken.fresh:
-            data["stale_seconds"] = round(taken.age, 1)
+        data = self.scheduler.status()
         pool = self.pool_status.get(POOL_MAX_AGE)
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}

@@ -1,12 +1,12 @@
-"""Values an HTTP handler needs from a busy part, without waiting on that part.
+"""Values an HTTP handler needs from a slow part, without waiting on that part.
 
 A :class:`Snapshot` computes ``fn()`` on its own background thread when asked, and
-coalesces: a hundred status requests at once cost one question to the scheduler. A
-handler asks ``get(max_age)``: a value taken no earlier than ``max_age`` seconds before
+coalesces: a hundred status requests at once cost one question to the Gearman servers.
+A handler asks ``get(max_age)``: a value taken no earlier than ``max_age`` seconds before
 the call, waiting at most ``wait`` seconds for it; if the part does not answer in time it
 gets the last value (``fresh`` False) or ``None`` before the first one. So a handler is
-never held by the scheduler thread or a slow Gearman server for longer than ``wait``
-(``tests/test_web_server.py``: ``test_status_does_not_wait_for_a_busy_scheduler``).
+never held by a slow Gearman server for longer than ``wait``
+(``tests/test_web_server.py``: ``test_status_does_not_wait_for_a_slow_gearman_server``).
 """
 from __future__ import annotations
 
