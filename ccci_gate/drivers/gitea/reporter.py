@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +23,8 @@ import jinja2.sandbox
 
 from ...core.actions import Report
 from ...core.model import Result
+from ..outbox import MAX_ATTEMPTS, MAX_DELAY, backoff  # noqa: F401 - Gitea's outbox policy
+from ..outbox import Outbox as SharedOutbox
 from .api import GiteaAPI, GiteaError, GiteaUnavailable, path
 from .store import GiteaStore, Outgoing
 
@@ -31,11 +32,6 @@ log = logging.getLogger("ccci_gate.drivers.gitea")
 
 MARKER = "<!-- ccci-gate -->"
 TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
-# While Gitea is down the head of the outbox is retried every MAX_DELAY seconds at most, so
-# after an outage of any length the backlog starts draining within MAX_DELAY of Gitea's
-# return (``tests/test_gitea_edges.py``); a write is given up only after about four hours.
-MAX_DELAY = 30.0
-MAX_ATTEMPTS = 500
 
 VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
             "MERGE_CONFLICT": ("needs a rebase (merge conflict)", "⚠️"),
@@ -123,70 +119,16 @@ class GiteaReporter:
         return self.redact(text).rstrip() + "\n\n" + MARKER + "\n"
 
 
-def backoff(attempts: int, max_delay: float = MAX_DELAY) -> float:
-    """Seconds before the next try of a write that failed ``attempts`` times before."""
-    return min(max_delay, 2.0 ** min(attempts, 32))
-
-
-class Outbox:
-    """Sends queued writes in order; a Gitea outage delays them, never loses them."""
+class Outbox(SharedOutbox):
+    """Sends queued statuses and comments in order (:class:`~..outbox.Outbox`); the
+    comment of a pull request and pipeline is edited in place once it exists."""
 
     def __init__(self, api: GiteaAPI, store: GiteaStore, wake: threading.Event,
                  max_delay: float = MAX_DELAY):
+        super().__init__(store, wake, self._send, unavailable=(GiteaUnavailable,),
+                         refused=(GiteaError,), max_delay=max_delay, name="gitea-outbox")
         self.api = api
-        self.store = store
-        self.wake = wake
-        self.max_delay = max_delay
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="gitea-outbox", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            due = self.store.next_at()
-            if due is None:
-                self.wake.wait()
-            else:
-                wait = due - time.time()
-                if wait > 0:
-                    self.wake.wait(wait)
-            self.wake.clear()
-            while not self._stop.is_set() and self.flush_one():
-                pass
-
-    def flush_one(self) -> bool:
-        """Send the oldest due write; False when there is none or Gitea is down."""
-        out = self.store.head()
-        if out is None:
-            return False
-        if out.attempts and (self.store.next_at() or 0) > time.time():
-            return False
-        try:
-            self._send(out)
-        except GiteaUnavailable as exc:
-            delay = backoff(out.attempts, self.max_delay)
-            if out.attempts + 1 >= MAX_ATTEMPTS:
-                log.error("giving up on %s to %s after %d attempts: %s", out.kind, out.repo,
-                          out.attempts + 1, exc)
-                self.store.sent(out.id)
-                return True
-            log.warning("Gitea unavailable (%s); %d writes wait, next try in %.0fs", exc,
-                        self.store.pending(), delay)
-            self.store.failed(out.id, str(exc), delay)
-            return False
-        except GiteaError as exc:
-            log.error("Gitea refused %s to %s %s: %s (dropped)", out.kind, out.repo, out.target, exc)
-        self.store.sent(out.id)
-        return True
+        self.gitea_store = store
 
     def _send(self, out: Outgoing) -> None:
         if out.kind == "status":
@@ -194,7 +136,8 @@ class Outbox:
                           json=out.body, retries=0)
             return
         number = out.target.split("/", 1)[0]
-        existing = self.store.comment_id(out.repo, out.target)
+        store = self.gitea_store
+        existing = store.comment_id(out.repo, out.target)
         if existing is not None:
             try:
                 self.api.call("PATCH", path("/repos/{}/issues/comments/{}", out.repo, existing),
@@ -203,7 +146,7 @@ class Outbox:
             except GiteaError as exc:
                 if exc.status != 404:
                     raise
-                self.store.set_comment_id(out.repo, out.target, None)  # deleted: post anew
+                store.set_comment_id(out.repo, out.target, None)  # deleted: post anew
         created = self.api.call("POST", path("/repos/{}/issues/{}/comments", out.repo, number),
                                 json=out.body, retries=0).json()
-        self.store.set_comment_id(out.repo, out.target, int(created["id"]))
+        store.set_comment_id(out.repo, out.target, int(created["id"]))
