@@ -127,9 +127,9 @@ def test_validate_command_exit_status(tmp_path, capsys):
 
 
 def test_a_trigger_of_a_driver_that_is_not_installed_names_its_line(tmp_path):
-    text = GOOD.replace("      admin: []\n", "      admin: []\n      gerrit:\n        - event: patchset-created\n")
+    text = GOOD.replace("      admin: []\n", "      admin: []\n      pagure:\n        - event: patchset-created\n")
     [msg] = problems(tmp_path, text)
-    assert msg.startswith("layout.yaml:5: pipeline check: trigger: driver 'gerrit' is not installed")
+    assert msg.startswith("layout.yaml:5: pipeline check: trigger: driver 'pagure' is not installed")
     assert "gitea" in msg and "timer" in msg
 
 

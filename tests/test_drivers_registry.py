@@ -48,9 +48,9 @@ def plugin(monkeypatch):
 
 
 def test_the_built_in_drivers_are_found():
-    assert {"admin", "gitea", "timer"} <= set(registry.drivers())
-    with pytest.raises(ValueError, match="no driver 'gerrit' is installed"):
-        registry.get("gerrit")
+    assert {"admin", "gerrit", "gitea", "timer"} <= set(registry.drivers())
+    with pytest.raises(ValueError, match="no driver 'pagure' is installed"):
+        registry.get("pagure")
 
 
 def test_an_entry_point_driver_serves_layouts_with_no_change_to_the_core(plugin, tmp_path):
