@@ -23,7 +23,8 @@ OPTIONS = v.Schema({
     v.Optional("verify-tls", default=True): bool,
     v.Optional("api-retries", default=3): v.All(int, v.Range(min=0, max=10)),
     v.Optional("catch-up", default=True): bool,             # REST query after a reconnect
-    v.Optional("backoff-max", default=60.0): v.All(v.Coerce(float), v.Range(min=0.01)),
+    v.Optional("reconnect-min", default=1.0): v.All(v.Coerce(float), v.Range(min=0.01)),
+    v.Optional("reconnect-max", default=60.0): v.All(v.Coerce(float), v.Range(min=0.01)),
     v.Optional("keepalive", default=30.0): v.All(v.Coerce(float), v.Range(min=0)),
 }, extra=v.PREVENT_EXTRA)
 

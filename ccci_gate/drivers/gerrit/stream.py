@@ -1,0 +1,120 @@
+"""``gerrit stream-events`` over SSH (paramiko), kept open for as long as the gate runs.
+
+The stream thread connects with the account's key (public-key auth, no agent, no
+other keys), runs ``gerrit stream-events`` and hands each line to ``on_line``. When the
+connection drops (Gerrit restarts, the network goes, keepalives go unanswered) it
+reconnects with exponential backoff (``backoff`` doubling up to ``backoff_max``,
+reset once connected), and calls ``on_connect`` each time it is connected again so the
+driver can ask the REST API what it missed: Gerrit's stream has no replay.
+
+Host keys: with ``known_hosts`` set, only the keys it lists are accepted; without, any
+host key is accepted (logged once per connection) — set it in production.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import paramiko
+
+log = logging.getLogger("ccci_gate.drivers.gerrit")
+
+COMMAND = "gerrit stream-events"
+READ_TIMEOUT = 0.5   # how often the reader checks for stop()
+
+
+class EventStream:
+    """One SSH connection at a time, on its own thread, reconnecting forever."""
+
+    def __init__(self, host: str, port: int, user: str, key_file: str,
+                 on_line: Callable[[str], None], on_connect: Callable[[], None],
+                 known_hosts: str = "", backoff: float = 1.0, backoff_max: float = 60.0,
+                 keepalive: float = 30.0, name: str = "gerrit-stream"):
+        self.host, self.port, self.user, self.key_file = host, port, user, key_file
+        self.on_line, self.on_connect = on_line, on_connect
+        self.known_hosts = known_hosts
+        self.backoff, self.backoff_max, self.keepalive = backoff, backoff_max, keepalive
+        self.name = name
+        self.connected = threading.Event()
+        self.connects = 0          # how many times a stream was opened
+        self._stop = threading.Event()
+        self._client: paramiko.SSHClient | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        client = self._client
+        if client is not None:
+            client.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                channel = self._open()
+                failures = 0
+                self.connects += 1
+                self.connected.set()
+                self.on_connect()
+                self._read(channel)
+                if not self._stop.is_set():
+                    log.warning("%s: the stream from %s ended", self.name, self.host)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if not self._stop.is_set():
+                    log.warning("%s: %s:%s: %s", self.name, self.host, self.port, exc)
+            finally:
+                self.connected.clear()
+                if self._client is not None:
+                    self._client.close()
+                    self._client = None
+            delay = min(self.backoff_max, self.backoff * 2 ** failures)
+            failures += 1
+            if self._stop.wait(delay):
+                return
+
+    def _open(self) -> paramiko.Channel:
+        client = paramiko.SSHClient()
+        self._client = client
+        if self.known_hosts:
+            client.load_host_keys(self.known_hosts)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            log.warning("%s: no known-hosts file: accepting any host key of %s", self.name, self.host)
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        client.connect(self.host, self.port, username=self.user,
+                       key_filename=self.key_file or None, allow_agent=False,
+                       look_for_keys=False, timeout=10, banner_timeout=10, auth_timeout=10)
+        transport = client.get_transport()
+        assert transport is not None
+        if self.keepalive:
+            transport.set_keepalive(int(max(1, self.keepalive)))
+        channel = transport.open_session()
+        channel.settimeout(READ_TIMEOUT)
+        channel.exec_command(COMMAND)
+        log.info("%s: streaming events from %s@%s:%s", self.name, self.user, self.host, self.port)
+        return channel
+
+    def _read(self, channel: paramiko.Channel) -> None:
+        buffer = b""
+        transport = channel.get_transport()
+        while not self._stop.is_set():
+            try:
+                chunk = channel.recv(65536)
+            except TimeoutError:
+                if transport is None or not transport.is_active():
+                    return
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self.on_line(line.decode("utf-8", "replace"))
