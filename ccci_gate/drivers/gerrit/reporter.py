@@ -51,7 +51,7 @@ def message(action: Report) -> str:
     for job in jobs:
         note = "" if job.get("voting", True) else " (non-voting)"
         url = job.get("log_url") or job.get("url") or ""
-        lines.append(f"- {job['name']} {url} : {job.get('result') or 'NOT RUN'}"
+        lines.append(f"- {job['name']}{' ' + url if url else ''} : {job.get('result') or 'NOT RUN'}"
                      f"{_duration(job.get('duration'))}{note}")
     lines += ["", str(item.get("status_url", ""))]
     return "\n".join(lines).strip() + "\n"
