@@ -221,3 +221,18 @@ def test_its_own_account_never_triggers(world):
     world.settle()
     time.sleep(0.5)
     assert len(world.gk.store.history()) == 1
+
+
+def test_a_veto_while_gating_stops_the_submit(world):
+    world.upload(2)
+    finished(world.gk)
+    world.hold.touch()
+    world.fake.comment(PROJECT, 2, "bob", votes={"Code-Review": 2, "Workflow": 1})
+    wait_for(lambda: (world.tmp / "started-gate").exists(), 15, "the gate build")
+    world.fake.comment(PROJECT, 2, "dave", "this breaks prod", votes={"Verified": -1})
+    world.settle()
+    world.hold.unlink()
+    items = finished(world.gk, 2)
+    gate = [i for i in items if i["pipeline"] == "gate"][0]
+    assert gate["result"] == "MERGE_FAILED" and "Verified-1" in gate["failing_reason"]
+    assert world.fake.submits == []

@@ -249,3 +249,16 @@ def test_review_messages_and_votes():
                                   {"review": {"Verified": 2, "notify": "OWNER", "Bad": True}}, summary))
     assert body["labels"] == {"Verified": 2} and body["notify"] == "OWNER"
     assert reporter.review(Report("i", "gate", "success", {}, {"change": {"project": "p"}})) is None
+
+
+def test_requirements_are_checked_again_before_a_merge():
+    from ccci_gate.core.triggers import TriggerFilter
+    from ccci_gate.drivers.gerrit.triggers import still_unmet
+    gate = filters([FILTER({"event": "comment-added", "require-approval": [{"Code-Review": 2}],
+                            "reject-approval": [{"Verified": -1}]})])
+    ok = (ge.Vote("Code-Review", 2, "bob"),)
+    assert still_unmet(gate, ok) == ""
+    assert still_unmet(gate, ok + (ge.Vote("Verified", -1, "dave"),)) == "rejected by Verified-1"
+    assert still_unmet(gate, ()) == "missing Code-Review+2"
+    assert still_unmet(gate + filters([FILTER({"event": "patchset-created"})]), ()) == ""
+    assert still_unmet((TriggerFilter(),), ()) == ""

@@ -64,10 +64,13 @@ class Report(Action):
 
 @dataclass(frozen=True)
 class MergeChange(Action):
-    """Merge a change at its source (dependent pipelines): ``sha`` is the tested head."""
+    """Merge a change at its source (dependent pipelines): ``sha`` is the tested head.
+    ``triggers`` are the pipeline's trigger filters, for a source that checks, just before
+    merging, that the change still meets what let it in (Gerrit's approvals)."""
 
     item_id: str
     change: Change
     sha: str | None
     commit: str | None = None  # the tested speculative commit (a git source pushes it)
     branch: str = ""
+    triggers: Mapping[str, tuple] = field(default_factory=dict)

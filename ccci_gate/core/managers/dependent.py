@@ -105,7 +105,7 @@ class DependentManager(PipelineManager):
         item.advance(ItemState.MERGING)
         self.journal.touch(item)
         return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
-                            branch=item.change.branch)]
+                            branch=item.change.branch, triggers=self.config.triggers)]
 
     def merged(self, item: Item) -> None:
         """The source merged the head's change."""

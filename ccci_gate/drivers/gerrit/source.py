@@ -6,6 +6,9 @@ Before submitting, the change is read over REST:
   submitted; the new patchset is handed to the driver as the patchset-created event it
   is (``requeue``), which supersedes the item everywhere and enqueues the new patchset
   where the layout's triggers take it — requeued, not failed;
+- it no longer meets the pipeline's approval requirements (``require-approval`` /
+  ``reject-approval`` of its Gerrit filters, on the current votes: a veto came, an
+  approval was withdrawn): nothing is submitted, ``MergeRefused`` says why;
 - it is already merged at the tested revision: ``ItemMerged``;
 - otherwise ``POST /a/changes/{id}/revisions/{sha}/submit`` (``SubmitInput``): Gerrit
   answers 409 when the change cannot be submitted (needs a rebase, a missing
@@ -24,6 +27,8 @@ from ...core.actions import MergeChange
 from ...core.events import ItemMerged, MergeRefused
 from ...ports import Emit
 from .api import ChangeInfo, GerritAPI, GerritError, GerritUnavailable
+from .translate import DRIVER
+from .triggers import still_unmet
 
 log = logging.getLogger("ccci_gate.drivers.gerrit")
 
@@ -48,6 +53,12 @@ class GerritSource:
                 log.info("%s moved to patchset %s while it was tested: requeued", change.describe(),
                          info.patchset)
                 self.requeue(info)
+                return
+            unmet = still_unmet(action.triggers.get(DRIVER, ()), info.approvals)
+            if unmet and info.status != "MERGED":
+                log.warning("%s no longer meets the gate's requirements: %s", change.describe(), unmet)
+                self.emit(MergeRefused(action.item_id, 409, f"not submitted: the change no "
+                                       f"longer meets the pipeline's requirements ({unmet})"))
                 return
             if info.status != "MERGED":
                 self.api.submit(change.project, int(change.number or 0), tested)

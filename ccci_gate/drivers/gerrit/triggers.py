@@ -17,15 +17,15 @@ comment on a Gerrit change counts as authorized, Gerrit's ACLs decide who may).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 import voluptuous as v
 
 from ...config.schema import listify, regex
 from ...core import events as ev
 from ...core.triggers import TriggerFilter
-from .approvals import GerritChange, Requirement, meets, requirement
-from .events import ZERO_SHA, GerritEvent
+from .approvals import GerritChange, Requirement, meets, requirement, unmet
+from .events import ZERO_SHA, GerritEvent, Vote
 
 KINDS: dict[str, type[ev.TriggerEvent]] = {
     "patchset-created": ev.PatchsetCreated,
@@ -78,6 +78,17 @@ class GerritFilter(TriggerFilter):
         if self.approval and not all(meets(change.changed, [r]) for r in self.approval):
             return False
         return meets(change.approvals, self.require, self.reject)
+
+
+def still_unmet(pipeline_filters: Iterable[TriggerFilter], approvals: tuple[Vote, ...]) -> str:
+    """Before a merge: why the change's current ``approvals`` no longer meet the
+    requirements of any of the pipeline's Gerrit filters (empty: they do, or the
+    pipeline has a filter without requirements)."""
+    gerrit = [f for f in pipeline_filters if isinstance(f, GerritFilter)]
+    reasons = [unmet(approvals, f.require, f.reject) for f in gerrit]
+    if not reasons or not all(reasons):
+        return ""
+    return reasons[0]
 
 
 def filters(value: list[dict[str, Any]]) -> tuple[TriggerFilter, ...]:
