@@ -122,7 +122,8 @@ class FakeGerrit:
         self.violations: list[str] = []
         self.refuse_submit = ""                  # a reason: submits answer 409 with it
         self.on_submit: Callable[[FakeChange], str] = lambda change: change.sha
-        self.down = False
+        self.down = False                        # SSH refuses connections
+        self.rest_down = False                   # REST answers 503
         self.streams: list[paramiko.Channel] = []
         self.transports: list[paramiko.Transport] = []
         self.lock = threading.Lock()
@@ -356,7 +357,9 @@ def _handler(fake: FakeGerrit) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             url = urlsplit(self.path)
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.headers.get("Authorization") != expected or not url.path.startswith("/a/"):
+            if fake.rest_down:
+                status, data = 503, "Service Unavailable"
+            elif self.headers.get("Authorization") != expected or not url.path.startswith("/a/"):
                 fake.violations.append(f"unauthenticated {self.command} {url.path}")
                 status, data = 401, "Unauthorized"
             else:

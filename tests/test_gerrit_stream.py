@@ -133,6 +133,31 @@ def test_nothing_is_missed_across_a_disconnect(fake, live):
     assert len(events) == 5
 
 
+def test_a_failed_catch_up_is_retried_from_the_start_of_the_gap(fake, tmp_path):
+    conn, events = connect(fake, tmp_path, **{"api-retries": 0})
+    try:
+        wait_for(lambda: fake.connected(), 10, "the stream")
+        fake.upload(PROJECT, 7, SHA1)
+        wait_for(lambda: len(events) == 1, 10, "the first patchset")
+        fake.down = True
+        fake.drop()
+        wait_for(lambda: not conn.stream.connected.is_set(), 10, "the disconnect")
+        fake.upload(PROJECT, 7, SHA2)             # missed by the stream
+        fake.rest_down = True                     # and the catch-up query fails
+        fake.down = False
+        wait_for(lambda: conn.stream.connects >= 2, 10, "the reconnect")
+        time.sleep(1.1)
+        fake.comment(PROJECT, 7, "bob", "recheck")     # read live: the cursor moves on
+        wait_for(lambda: len(events) == 2, 10, "the live comment")
+        fake.rest_down = False
+        wait_for(lambda: len(events) == 3, 10, "the retried catch-up")
+        settle(conn)
+        assert events.kinds() == ["PatchsetCreated", "CommentAdded", "PatchsetCreated"]
+        assert events[2].change.sha == SHA2
+    finally:
+        conn.stop()
+
+
 def test_a_restart_catches_up_from_its_cursor(fake, tmp_path):
     conn, events = connect(fake, tmp_path)
     wait_for(lambda: fake.connected(), 10, "the stream")
@@ -178,3 +203,20 @@ def test_reviews_go_out_through_the_outbox(fake, live):
     assert "- lint http://gate/logs/2 : FAILURE in 3s (non-voting)" in body["message"]
     assert "labels" not in plain
     assert conn.store.pending() == 0
+
+
+def test_the_fake_speaks_ssh_like_gerrit(fake, tmp_path):
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(fake.write_known_hosts(tmp_path / "known_hosts")))
+    client.connect("127.0.0.1", fake.ssh_port, username=fake.user, pkey=key("client"),
+                   allow_agent=False, look_for_keys=False)
+    try:
+        _, out, _ = client.exec_command("gerrit version")
+        assert out.read().decode().startswith("gerrit version ")
+    finally:
+        client.close()
+    stranger = paramiko.SSHClient()
+    stranger.load_host_keys(str(tmp_path / "known_hosts"))
+    with pytest.raises(paramiko.AuthenticationException):
+        stranger.connect("127.0.0.1", fake.ssh_port, username="mallory", pkey=key("client"),
+                         allow_agent=False, look_for_keys=False)

@@ -47,7 +47,8 @@ from .translate import branch_moved, core_event
 log = logging.getLogger("ccci_gate.drivers.gerrit")
 
 ENRICHED = ("patchset-created", "comment-added", "change-restored")   # asked for approvals
-CURSOR = "stream"
+CURSOR = "stream"        # the time of the newest event read
+GAP = "gap"              # where an unfinished catch-up must start
 
 
 class GerritConnection(Connection):
@@ -76,6 +77,7 @@ class GerritConnection(Connection):
                                   name=f"gerrit-stream-{name}")
         self._inbox: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._retry: threading.Timer | None = None
         self.idle = threading.Event()   # set when the inbox is drained (tests wait on it)
         self.idle.set()
 
@@ -90,6 +92,8 @@ class GerritConnection(Connection):
 
     def stop(self) -> None:
         self.stream.stop()
+        if self._retry is not None:
+            self._retry.cancel()
         self._inbox.put(None)
         self.outbox.stop()
         if self._thread is not None:
@@ -148,19 +152,28 @@ class GerritConnection(Connection):
         return self.handle(event)
 
     def catch_up(self) -> list[TriggerEvent]:
-        """Ask the REST API what happened since the cursor (nothing on a first start)."""
-        since = self.store.cursor(CURSOR)
+        """Ask the REST API what happened since the cursor (nothing on a first start).
+        The start of the gap is kept until a query succeeds: a failed one is retried
+        after ``reconnect-max`` seconds, and stream events read meanwhile do not move it."""
+        since = self.store.cursor(GAP) or self.store.cursor(CURSOR)
         if not since or not self.options["catch-up"]:
             self.store.set_cursor(CURSOR, str(max(int(since or 0), int(self.clock()))))
             return []
+        self.store.set_cursor(GAP, since)
         try:
             found = catchup.missed(self.api, int(since))
         except (GerritError, GerritUnavailable) as exc:
-            log.error("gerrit %s: catch-up query failed; events since %s may be missed: %s",
-                      self.name, since, exc)
+            log.error("gerrit %s: catch-up query failed (retried in %ss): %s", self.name,
+                      self.options["reconnect-max"], exc)
+            self._retry = threading.Timer(self.options["reconnect-max"], self._connected)
+            self._retry.daemon = True
+            self._retry.start()
             return []
         log.info("gerrit %s: catch-up found %d events since %s", self.name, len(found), since)
-        return [e for event in found for e in self.handle(event)]
+        emitted = [e for event in found for e in self.handle(event)]
+        self.store.set_cursor(GAP, "")
+        self.store.prune_seen()
+        return emitted
 
     def handle(self, event: GerritEvent) -> list[TriggerEvent]:
         """Skip, deduplicate, enrich and emit one event; returns what was emitted."""
