@@ -3,7 +3,8 @@
 - **SSH** (paramiko server mode): public-key auth for one account; ``gerrit
   stream-events`` streams every event published while the channel is open (no replay,
   as Gerrit), ``gerrit version`` answers. ``drop()`` cuts every connection, ``down``
-  refuses new ones. Stream lines are built from the recorded fixtures in
+  refuses new ones, ``stream_refused`` makes ``stream-events`` fail as Gerrit does
+  for an account without the capability. Stream lines are built from the recorded fixtures in
   ``fixtures/gerrit`` with the fields changed, so they keep a real server's shape.
 - **REST** under ``/a/`` with HTTP basic auth, answers prefixed with ``)]}'``: changes
   (``o=CURRENT_REVISION``, ``DETAILED_LABELS``, ``DETAILED_ACCOUNTS``, ``MESSAGES``),
@@ -97,12 +98,17 @@ class _SSH(paramiko.ServerInterface):
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode()
+        if text == "gerrit stream-events" and self.fake.stream_refused:
+            threading.Thread(target=self.fake._answer, args=(channel, self.fake.stream_refused, 1),
+                             daemon=True).start()
+            return True
         if text == "gerrit stream-events":
             with self.fake.lock:
                 self.fake.streams.append(channel)
             return True
         if text == "gerrit version":
-            threading.Thread(target=self.fake._version, args=(channel,), daemon=True).start()
+            threading.Thread(target=self.fake._answer, args=(channel, "gerrit version 3.9.1"),
+                             daemon=True).start()
             return True
         self.fake.violations.append(f"ssh: unknown command {text!r}")
         return False
@@ -124,6 +130,7 @@ class FakeGerrit:
         self.on_submit: Callable[[FakeChange], str] = lambda change: change.sha
         self.down = False                        # SSH refuses connections
         self.rest_down = False                   # REST answers 503
+        self.stream_refused = ""                 # stream-events fails with this on stderr
         self.streams: list[paramiko.Channel] = []
         self.transports: list[paramiko.Transport] = []
         self.lock = threading.Lock()
@@ -165,9 +172,9 @@ class FakeGerrit:
             except (paramiko.SSHException, EOFError, OSError):
                 pass
 
-    def _version(self, channel: paramiko.Channel) -> None:
-        channel.sendall(b"gerrit version 3.9.1\n")
-        channel.send_exit_status(0)
+    def _answer(self, channel: paramiko.Channel, text: str, status: int = 0) -> None:
+        (channel.sendall_stderr if status else channel.sendall)(text.encode() + b"\n")
+        channel.send_exit_status(status)
         channel.close()
 
     def connected(self) -> int:

@@ -233,6 +233,14 @@ def test_catch_up_reads_a_change_like_the_stream_would():
     assert [e.kind for e in events_of(data, since)] == ["comment-added", "change-merged"]
 
 
+    class Stub:
+        def query(self, q):
+            assert q == query_since(since)
+            return [{"project": "broken"}, data]
+    from ccci_gate.drivers.gerrit.catchup import missed
+    assert [e.kind for e in missed(Stub(), since)] == ["comment-added", "change-merged"]
+
+
 def test_review_messages_and_votes():
     from ccci_gate.core.actions import Report
     from ccci_gate.drivers.gerrit.reporter import GerritReporter, message

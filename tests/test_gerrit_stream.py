@@ -3,6 +3,7 @@ events in over ``gerrit stream-events``, skipping, deduplication, reconnect with
 and the catch-up query after a disconnect; reviews out through the outbox."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -220,3 +221,17 @@ def test_the_fake_speaks_ssh_like_gerrit(fake, tmp_path):
     with pytest.raises(paramiko.AuthenticationException):
         stranger.connect("127.0.0.1", fake.ssh_port, username="mallory", pkey=key("client"),
                          allow_agent=False, look_for_keys=False)
+
+
+def test_reconnects_back_off_when_the_stream_is_refused(fake, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ccci_gate.drivers.gerrit")
+    fake.stream_refused = "fatal: gerrit stream-events not permitted"
+    conn, events = connect(fake, tmp_path, **{"reconnect-min": 0.02, "reconnect-max": 0.16})
+    try:
+        wait_for(lambda: conn.stream.connects >= 5, 10, "a few attempts")
+    finally:
+        conn.stop()
+    delays = [float(r.getMessage().rsplit(" ", 1)[1].rstrip("s")) for r in caplog.records
+              if "reconnecting in" in r.getMessage()]
+    assert delays[:5] == [0.02, 0.04, 0.08, 0.16, 0.16]
+    assert any("not permitted" in r.getMessage() for r in caplog.records)

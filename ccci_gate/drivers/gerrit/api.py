@@ -124,12 +124,19 @@ class GerritAPI:
                 continue
             if response.status_code >= 400:
                 raise GerritError(response.status_code, self.redact(response.text.strip()[:300]))
-            return decode(response.text) if response.text.strip() else None
+            try:
+                return decode(response.text) if response.text.strip() else None
+            except ValueError:
+                raise GerritUnavailable(f"{method} {where}: the answer is not JSON") from None
         raise GerritUnavailable(f"{method} {where}: {problem}")
 
     def change(self, project: str, number: int) -> ChangeInfo:
-        return change_info(self.call("GET", f"/changes/{change_id(project, number)}",
-                                     params=[("o", o) for o in CHANGE_OPTIONS]))
+        data = self.call("GET", f"/changes/{change_id(project, number)}",
+                         params=[("o", o) for o in CHANGE_OPTIONS])
+        try:
+            return change_info(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GerritUnavailable(f"change {project}~{number}: unexpected answer ({exc!r})") from None
 
     def query(self, query: str, options: tuple[str, ...] = CHANGE_OPTIONS + ("MESSAGES",),
               limit: int = 500) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""What the stream missed while it was down, from the REST API (pure given the answer).
+"""What the stream missed while it was down, from the REST API.
 
 Gerrit's stream has no replay: after a reconnect (or a gatekeeper restart) the driver
 queries every change updated since the newest event it had read (its **cursor**) and
@@ -15,6 +15,7 @@ the stream did deliver is not acted on twice.
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from typing import Any, Mapping
 
 from .api import GerritAPI, change_info
 from .events import GerritEvent, Vote
+
+log = logging.getLogger("ccci_gate.drivers.gerrit")
 
 VOTE = re.compile(r"^([A-Za-z0-9][\w-]*)([+-]\d+)$")
 STATUS_KINDS = {"MERGED": "change-merged", "ABANDONED": "change-abandoned"}
@@ -85,5 +88,8 @@ def missed(api: GerritAPI, since: int) -> list[GerritEvent]:
     """Every event of every change updated at or after ``since``, oldest first."""
     found: list[GerritEvent] = []
     for data in api.query(query_since(since)):
-        found += events_of(data, since)
+        try:
+            found += events_of(data, since)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("catch-up: a change Gerrit returned is unreadable (%r); skipped", exc)
     return sorted(found, key=lambda e: e.created_on)

@@ -3,8 +3,10 @@
 The stream thread connects with the account's key (public-key auth, no agent, no
 other keys), runs ``gerrit stream-events`` and hands each line to ``on_line``. When the
 connection drops (Gerrit restarts, the network goes, keepalives go unanswered) it
-reconnects with exponential backoff (``backoff`` doubling up to ``backoff_max``,
-reset once connected), and calls ``on_connect`` each time it is connected again so the
+reconnects with exponential backoff: ``backoff`` doubling up to ``backoff_max``, reset
+once a connection has carried events or lasted ``backoff_max`` (so a server that
+accepts and at once closes, as Gerrit does for an account without the Stream Events
+capability, is not hammered). It calls ``on_connect`` each time it is connected so the
 driver can ask the REST API what it missed: Gerrit's stream has no replay.
 
 Host keys: with ``known_hosts`` set, only the keys it lists are accepted; without, any
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 import paramiko
@@ -57,15 +60,16 @@ class EventStream:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            started, lines = time.monotonic(), 0
             try:
                 channel = self._open()
-                failures = 0
                 self.connects += 1
                 self.connected.set()
                 self.on_connect()
-                self._read(channel)
+                lines = self._read(channel)
                 if not self._stop.is_set():
-                    log.warning("%s: the stream from %s ended", self.name, self.host)
+                    log.warning("%s: the stream from %s ended%s", self.name, self.host,
+                                _said(channel))
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 if not self._stop.is_set():
                     log.warning("%s: %s:%s: %s", self.name, self.host, self.port, exc)
@@ -74,8 +78,13 @@ class EventStream:
                 if self._client is not None:
                     self._client.close()
                     self._client = None
+            if lines or time.monotonic() - started >= self.backoff_max:
+                failures = 0    # it worked for a while: start again from the shortest delay
             delay = min(self.backoff_max, self.backoff * 2 ** failures)
             failures += 1
+            if self._stop.is_set():
+                return
+            log.info("%s: reconnecting in %.2fs", self.name, delay)
             if self._stop.wait(delay):
                 return
 
@@ -101,20 +110,33 @@ class EventStream:
         log.info("%s: streaming events from %s@%s:%s", self.name, self.user, self.host, self.port)
         return channel
 
-    def _read(self, channel: paramiko.Channel) -> None:
-        buffer = b""
+    def _read(self, channel: paramiko.Channel) -> int:
+        """Hand each line to ``on_line`` until the stream ends; returns how many."""
+        buffer, count = b"", 0
         transport = channel.get_transport()
         while not self._stop.is_set():
             try:
                 chunk = channel.recv(65536)
             except TimeoutError:
                 if transport is None or not transport.is_active():
-                    return
+                    return count
                 continue
             if not chunk:
-                return
+                return count
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 if line.strip():
+                    count += 1
                     self.on_line(line.decode("utf-8", "replace"))
+        return count
+
+
+def _said(channel: paramiko.Channel) -> str:
+    """What Gerrit wrote on stderr before closing (``fatal: ... not permitted``)."""
+    try:
+        text = channel.recv_stderr(4096).decode("utf-8", "replace").strip() \
+            if channel.recv_stderr_ready() else ""
+    except (OSError, EOFError, paramiko.SSHException):
+        text = ""
+    return f": {text}" if text else ""
