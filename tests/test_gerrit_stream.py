@@ -235,3 +235,23 @@ def test_reconnects_back_off_when_the_stream_is_refused(fake, tmp_path, caplog):
               if "reconnecting in" in r.getMessage()]
     assert delays[:5] == [0.02, 0.04, 0.08, 0.16, 0.16]
     assert any("not permitted" in r.getMessage() for r in caplog.records)
+
+
+def test_a_review_waits_out_an_outage_and_a_restart_and_is_sent_once(fake, tmp_path):
+    fake.upload(PROJECT, 7, SHA1)
+    conn, _ = connect(fake, tmp_path, **{"api-retries": 0})
+    fake.rest_down = True
+    summary = {"change": {"project": PROJECT, "number": 7, "sha": SHA1}, "result": "SUCCESS",
+               "jobs": [], "status_url": "http://gate/items/x"}
+    conn.reporter.report(Report("x", "check", "success", {"gerrit": {"Verified": 1}}, summary))
+    wait_for(lambda: conn.store.head() and conn.store.head().attempts, 10, "a failed attempt")
+    conn.stop()
+    fake.rest_down = False
+    conn, _ = connect(fake, tmp_path)
+    try:
+        wait_for(lambda: fake.reviews, 10, "the review after the restart")
+        wait_for(lambda: conn.store.pending() == 0, 10, "the outbox to drain")
+        time.sleep(0.3)
+        assert [body["labels"] for *_, body in fake.reviews] == [{"Verified": 1}]
+    finally:
+        conn.stop()
