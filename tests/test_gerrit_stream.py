@@ -255,3 +255,19 @@ def test_a_review_waits_out_an_outage_and_a_restart_and_is_sent_once(fake, tmp_p
         assert [body["labels"] for *_, body in fake.reviews] == [{"Verified": 1}]
     finally:
         conn.stop()
+
+
+def test_a_requeued_patchset_is_emitted_once_and_does_not_move_the_cursor(fake, live):
+    from ccci_gate.drivers.gerrit.api import ChangeInfo
+    conn, events = live
+    fake.upload(PROJECT, 7, SHA1)
+    wait_for(lambda: events, 10, "an event")
+    settle(conn)
+    cursor = conn.store.cursor("stream")
+    time.sleep(1.1)
+    info = ChangeInfo(PROJECT, "main", 7, "NEW", SHA2, 2, "refs/changes/07/7/2", ())
+    conn.requeue(info)
+    conn.requeue(info)
+    settle(conn)
+    assert events.kinds() == ["PatchsetCreated", "PatchsetCreated"]
+    assert events[1].change.sha == SHA2 and conn.store.cursor("stream") == cursor

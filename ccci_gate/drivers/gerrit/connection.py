@@ -149,7 +149,14 @@ class GerritConnection(Connection):
         except EventError as exc:
             log.warning("gerrit %s: unusable stream line (%s): %.200s", self.name, exc, line)
             return []
+        self._advance(event)
         return self.handle(event)
+
+    def _advance(self, event: GerritEvent) -> None:
+        """Move the cursor to ``event`` if it is newer (stream and catch-up events only:
+        what the source finds out itself says nothing about what the stream delivered)."""
+        if event.created_on > int(self.store.cursor(CURSOR) or 0):
+            self.store.set_cursor(CURSOR, str(event.created_on))
 
     def catch_up(self) -> list[TriggerEvent]:
         """Ask the REST API what happened since the cursor (nothing on a first start).
@@ -170,15 +177,16 @@ class GerritConnection(Connection):
             self._retry.start()
             return []
         log.info("gerrit %s: catch-up found %d events since %s", self.name, len(found), since)
-        emitted = [e for event in found for e in self.handle(event)]
+        emitted = []
+        for event in found:
+            self._advance(event)
+            emitted += self.handle(event)
         self.store.set_cursor(GAP, "")
         self.store.prune_seen()
         return emitted
 
     def handle(self, event: GerritEvent) -> list[TriggerEvent]:
         """Skip, deduplicate, enrich and emit one event; returns what was emitted."""
-        if event.created_on > int(self.store.cursor(CURSOR) or 0):
-            self.store.set_cursor(CURSOR, str(event.created_on))
         why = noise(event) or self._own(event)
         if why:
             log.debug("gerrit %s: %s ignored: %s", self.name, event.kind, why)
