@@ -173,9 +173,13 @@ class FakeGerrit:
                 pass
 
     def _answer(self, channel: paramiko.Channel, text: str, status: int = 0) -> None:
-        (channel.sendall_stderr if status else channel.sendall)(text.encode() + b"\n")
-        channel.send_exit_status(status)
-        channel.close()
+        time.sleep(0.1)   # let paramiko accept the exec request before the answer and close
+        try:
+            (channel.sendall_stderr if status else channel.sendall)(text.encode() + b"\n")
+            channel.send_exit_status(status)
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass          # the client went away first
 
     def connected(self) -> int:
         with self.lock:

@@ -228,7 +228,7 @@ def test_reconnects_back_off_when_the_stream_is_refused(fake, tmp_path, caplog):
     fake.stream_refused = "fatal: gerrit stream-events not permitted"
     conn, events = connect(fake, tmp_path, **{"reconnect-min": 0.02, "reconnect-max": 0.16})
     try:
-        wait_for(lambda: conn.stream.connects >= 5, 10, "a few attempts")
+        wait_for(lambda: conn.stream.connects >= 6, 10, "a few attempts")
     finally:
         conn.stop()
     delays = [float(r.getMessage().rsplit(" ", 1)[1].rstrip("s")) for r in caplog.records

@@ -4,7 +4,7 @@ The stream thread connects with the account's key (public-key auth, no agent, no
 other keys), runs ``gerrit stream-events`` and hands each line to ``on_line``. When the
 connection drops (Gerrit restarts, the network goes, keepalives go unanswered) it
 reconnects with exponential backoff: ``backoff`` doubling up to ``backoff_max``, reset
-once a connection has carried events or lasted ``backoff_max`` (so a server that
+once a stream has carried events or stayed open a minute (so a server that
 accepts and at once closes, as Gerrit does for an account without the Stream Events
 capability, is not hammered). It calls ``on_connect`` each time it is connected so the
 driver can ask the REST API what it missed: Gerrit's stream has no replay.
@@ -25,6 +25,7 @@ log = logging.getLogger("ccci_gate.drivers.gerrit")
 
 COMMAND = "gerrit stream-events"
 READ_TIMEOUT = 0.5   # how often the reader checks for stop()
+STABLE = 60.0        # a stream open this long (or that carried events) worked: backoff resets
 
 
 class EventStream:
@@ -60,9 +61,10 @@ class EventStream:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            started, lines = time.monotonic(), 0
+            started, lines = float("inf"), 0
             try:
                 channel = self._open()
+                started = time.monotonic()
                 self.connects += 1
                 self.connected.set()
                 self.on_connect()
@@ -73,12 +75,15 @@ class EventStream:
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 if not self._stop.is_set():
                     log.warning("%s: %s:%s: %s", self.name, self.host, self.port, exc)
+            except Exception:   # the thread must outlive anything paramiko or a bug raises
+                if not self._stop.is_set():
+                    log.exception("%s: %s:%s: unexpected error", self.name, self.host, self.port)
             finally:
                 self.connected.clear()
                 if self._client is not None:
                     self._client.close()
                     self._client = None
-            if lines or time.monotonic() - started >= self.backoff_max:
+            if lines or time.monotonic() - started >= STABLE:
                 failures = 0    # it worked for a while: start again from the shortest delay
             delay = min(self.backoff_max, self.backoff * 2 ** failures)
             failures += 1
@@ -101,7 +106,8 @@ class EventStream:
                        key_filename=self.key_file or None, allow_agent=False,
                        look_for_keys=False, timeout=10, banner_timeout=10, auth_timeout=10)
         transport = client.get_transport()
-        assert transport is not None
+        if transport is None:
+            raise EOFError("the connection closed while it was opened")
         if self.keepalive:
             transport.set_keepalive(int(max(1, self.keepalive)))
         channel = transport.open_session()
