@@ -265,9 +265,26 @@ def test_a_requeued_patchset_is_emitted_once_and_does_not_move_the_cursor(fake, 
     settle(conn)
     cursor = conn.store.cursor("stream")
     time.sleep(1.1)
+    fake.changes[(PROJECT, 7)].revisions.append((SHA2, time.time(), "alice"))  # not streamed
     info = ChangeInfo(PROJECT, "main", 7, "NEW", SHA2, 2, "refs/changes/07/7/2", ())
     conn.requeue(info)
     conn.requeue(info)
     settle(conn)
     assert events.kinds() == ["PatchsetCreated", "PatchsetCreated"]
     assert events[1].change.sha == SHA2 and conn.store.cursor("stream") == cursor
+
+
+def test_comments_on_an_old_patchset_or_a_closed_change_do_not_trigger(fake, live):
+    conn, events = live
+    fake.upload(PROJECT, 7, SHA1)
+    fake.comment(PROJECT, 7, "bob", "recheck")
+    wait_for(lambda: len(events) == 2, 10, "two events")
+    old_comment = dict(fake.published[-1])
+    fake.upload(PROJECT, 7, SHA2)
+    wait_for(lambda: len(events) == 3, 10, "the new patchset")
+    old_comment["eventCreatedOn"] += 1
+    fake.publish(old_comment)                     # recheck on patchset 1, now outdated
+    fake.changes[(PROJECT, 7)].status = "ABANDONED"
+    fake.comment(PROJECT, 7, "bob", "recheck")    # on a change closed since
+    settle(conn)
+    assert events.kinds() == ["PatchsetCreated", "CommentAdded", "PatchsetCreated"]
