@@ -270,3 +270,18 @@ def test_requirements_are_checked_again_before_a_merge():
     assert still_unmet(gate, ()) == "missing Code-Review+2"
     assert still_unmet(gate + filters([FILTER({"event": "patchset-created"})]), ()) == ""
     assert still_unmet((TriggerFilter(),), ()) == ""
+
+
+def test_queries_read_every_page():
+    from ccci_gate.drivers.gerrit.api import GerritAPI
+    api = GerritAPI("http://gerrit.invalid", "u", "p")
+    asked = []
+
+    def call(method, where, body=None, params=None, retries=None):
+        start = int(dict(params)["S"])
+        asked.append(start)
+        return [{"_number": n, **({"_more_changes": True} if n == start + 1 and n < 5 else {})}
+                for n in range(start, start + 2)]
+    api.call = call  # type: ignore[method-assign]
+    assert [c["_number"] for c in api.query("status:open", page=2)] == [0, 1, 2, 3, 4, 5]
+    assert asked == [0, 2, 4]

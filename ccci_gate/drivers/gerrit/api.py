@@ -139,9 +139,17 @@ class GerritAPI:
             raise GerritUnavailable(f"change {project}~{number}: unexpected answer ({exc!r})") from None
 
     def query(self, query: str, options: tuple[str, ...] = CHANGE_OPTIONS + ("MESSAGES",),
-              limit: int = 500) -> list[dict[str, Any]]:
-        params = [("q", query), ("n", str(limit))] + [("o", o) for o in options]
-        return list(self.call("GET", "/changes/", params=params) or [])
+              page: int = 100, most: int = 5000) -> list[dict[str, Any]]:
+        """Every change ``query`` finds (up to ``most``), page by page: Gerrit marks the
+        last change of a page that is not the last with ``_more_changes``."""
+        found: list[dict[str, Any]] = []
+        while len(found) < most:
+            params = [("q", query), ("n", str(page)), ("S", str(len(found)))]
+            batch = list(self.call("GET", "/changes/", params=params + [("o", o) for o in options]) or [])
+            found += batch
+            if not batch or not batch[-1].get("_more_changes"):
+                break
+        return found
 
     def review(self, project: str, number: int, revision: str, body: Mapping[str, Any]) -> None:
         self.call("POST", f"/changes/{change_id(project, number)}/revisions/{revision}/review",
