@@ -13,6 +13,7 @@ from ...ports import Emit
 from ..base import Driver
 from . import triggers
 from .settings import OPTIONS
+from .translate import DRIVER as NAME
 
 
 def _connect(name: str, options: Mapping[str, Any], emit: Emit, state_dir: Path) -> Any:
@@ -20,6 +21,6 @@ def _connect(name: str, options: Mapping[str, Any], emit: Emit, state_dir: Path)
     return GerritConnection(name, options, emit, state_dir)
 
 
-DRIVER = Driver(name="gerrit", description="Gerrit stream-events over SSH, review votes, submit",
+DRIVER = Driver(name=NAME, description="Gerrit stream-events over SSH, review votes, submit",
                 trigger_schema=[triggers.FILTER], filters=triggers.filters,
                 settings_schema=OPTIONS, connect=_connect)

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from ...core.actions import Report
+from .translate import DRIVER
 
 log = logging.getLogger("ccci_gate.drivers.gerrit")
 
@@ -73,7 +74,7 @@ class GerritReporter:
         if not change.get("project") or change.get("number") is None or not change.get("sha"):
             return None
         config: Mapping[str, Any] = (action.reporters.get(self.connection)
-                                     or action.reporters.get("gerrit") or {})
+                                     or action.reporters.get(DRIVER) or {})
         body: dict[str, Any] = {"message": self.redact(message(action)), "tag": TAG}
         labels = {}
         for key, value in config.items():

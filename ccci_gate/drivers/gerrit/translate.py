@@ -14,7 +14,7 @@ from .approvals import GerritChange
 from .events import ZERO_SHA, GerritEvent, Vote, comment_text
 from .triggers import event_class
 
-DRIVER = "gerrit"
+DRIVER = "gerrit"   # the driver's name: trigger and reporter key, ``event.source``
 
 
 def change_of(event: GerritEvent, approvals: tuple[Vote, ...] | None = None) -> GerritChange:
