@@ -288,3 +288,16 @@ def test_comments_on_an_old_patchset_or_a_closed_change_do_not_trigger(fake, liv
     fake.comment(PROJECT, 7, "bob", "recheck")    # on a change closed since
     settle(conn)
     assert events.kinds() == ["PatchsetCreated", "CommentAdded", "PatchsetCreated"]
+
+
+def test_the_stream_socket_probes_a_silent_peer(fake, tmp_path):
+    import socket
+    conn, _ = connect(fake, tmp_path, keepalive=9)
+    try:
+        wait_for(lambda: conn.stream.connected.is_set(), 10, "the stream")
+        sock = conn.stream._client.get_transport().sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 9
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 3
+    finally:
+        conn.stop()

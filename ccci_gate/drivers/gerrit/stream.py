@@ -2,11 +2,11 @@
 
 The stream thread connects with the account's key (public-key auth, no agent, no
 other keys), runs ``gerrit stream-events`` and hands each line to ``on_line``. When the
-connection drops (Gerrit restarts, the network goes, keepalives go unanswered) it
-reconnects with exponential backoff: ``backoff`` doubling up to ``backoff_max``, reset
-once a stream has carried events or stayed open a minute (so a server that
-accepts and at once closes, as Gerrit does for an account without the Stream Events
-capability, is not hammered). It calls ``on_connect`` each time it is connected so the
+connection drops (Gerrit restarts, the network goes: SSH and TCP keepalives notice a
+peer that vanished without closing) it reconnects with exponential backoff:
+``backoff`` doubling up to ``backoff_max``, reset once a stream has carried events or
+stayed open a minute (so a server that accepts and at once closes, as Gerrit does for
+an account without the Stream Events capability, is not hammered). It calls ``on_connect`` each time it is connected so the
 driver can ask the REST API what it missed: Gerrit's stream has no replay.
 
 Host keys: with ``known_hosts`` set, only the keys it lists are accepted; without, any
@@ -15,9 +15,10 @@ host key is accepted (logged once per connection) — set it in production.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import paramiko
 
@@ -110,6 +111,7 @@ class EventStream:
             raise EOFError("the connection closed while it was opened")
         if self.keepalive:
             transport.set_keepalive(int(max(1, self.keepalive)))
+            tcp_keepalive(transport.sock, self.keepalive)
         channel = transport.open_session()
         channel.settimeout(READ_TIMEOUT)
         channel.exec_command(COMMAND)
@@ -136,6 +138,20 @@ class EventStream:
                     count += 1
                     self.on_line(line.decode("utf-8", "replace"))
         return count
+
+
+def tcp_keepalive(sock: Any, interval: float) -> None:
+    """Let the kernel notice a peer that vanished without closing (a half-open
+    connection: Gerrit's stream is silent when nothing happens, so reads alone never
+    notice): probes after ``interval`` idle seconds, three unanswered ones end it."""
+    if not isinstance(sock, socket.socket):
+        return
+    seconds = int(max(1, interval))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", seconds), ("TCP_KEEPINTVL", max(1, seconds // 3)),
+                        ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _said(channel: paramiko.Channel) -> str:
