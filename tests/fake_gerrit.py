@@ -5,7 +5,7 @@
   as Gerrit), ``gerrit version`` answers. ``drop()`` cuts every connection, ``down``
   refuses new ones, ``stream_refused`` makes ``stream-events`` fail as Gerrit does
   for an account without the capability. Stream lines are built from the recorded fixtures in
-  ``fixtures/gerrit`` with the fields changed, so they keep a real server's shape.
+  ``fixtures/conformance/gerrit`` with the fields changed, so they keep a real server's shape.
 - **REST** under ``/a/`` with HTTP basic auth, answers prefixed with ``)]}'``: changes
   (``o=CURRENT_REVISION``, ``DETAILED_LABELS``, ``DETAILED_ACCOUNTS``, ``MESSAGES``),
   a ``since:"..."`` query, ``revisions/{sha}/review`` (ReviewInput checked: known
@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paramiko
 
-FIXTURES = Path(__file__).with_name("fixtures") / "gerrit"
+FIXTURES = Path(__file__).with_name("fixtures") / "conformance" / "gerrit"
 REVIEW_INPUT = {"message": str, "tag": str, "labels": dict, "notify": str, "comments": dict,
                 "notify_details": dict, "omit_duplicate_comments": bool, "on_behalf_of": str,
                 "reviewers": list, "ready": bool, "work_in_progress": bool}

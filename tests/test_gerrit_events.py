@@ -1,4 +1,4 @@
-"""Every real Gerrit stream-events line in tests/fixtures/gerrit through the driver's
+"""Every real Gerrit stream-events line in tests/fixtures/conformance/gerrit through the driver's
 parser, translation and layout filters (field-type drift, every kind, noise, WIP,
 approvals with ``oldValue`` semantics, requirements)."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ccci_gate.drivers.gerrit.approvals import GerritChange, meets, requirement,
 from ccci_gate.drivers.gerrit.translate import branch_moved, core_event
 from ccci_gate.drivers.gerrit.triggers import FILTER, filters
 
-FIXTURES = Path(__file__).with_name("fixtures") / "gerrit"
+FIXTURES = Path(__file__).with_name("fixtures") / "conformance" / "gerrit"
 
 
 def line(name: str) -> str:

@@ -1,7 +1,7 @@
 """Gerrit stream-events lines → :class:`GerritEvent`, the facts the driver acts on.
 
 Pure: no I/O. ``parse(line)`` reads one line of ``gerrit stream-events`` (one JSON
-object; see ``tests/fixtures/gerrit``) and returns a :class:`GerritEvent`, or raises
+object; see ``tests/fixtures/conformance/gerrit``) and returns a :class:`GerritEvent`, or raises
 :class:`EventError` saying why the line cannot be used. It absorbs the drift between
 Gerrit versions (Gerrit's ``json.txt``: "any field may be missing"):
 
