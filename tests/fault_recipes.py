@@ -6,6 +6,7 @@ The recipe ships ``tests/ccci-seed`` and ``tests/ccci-verify`` that write a note
 through the running app and read it back: data survival asked of the app."""
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -35,6 +36,22 @@ c=$(docker ps -q -f "label=com.docker.swarm.service.name=${STACK_NAME}_app" | he
 test "$(docker exec "$c" cat /data/note)" = kept || { echo "the note is gone"; exit 1; }
 echo "the note survived"
 """
+
+
+def build_health_image(test: list[str], interval: int, retries: int) -> str:
+    """``ccci-test/busybox:3`` with a ``HEALTHCHECK`` of its own (none in the compose),
+    built offline by the classic builder; idempotent."""
+    import hashlib
+    import json
+    digest = hashlib.sha256(json.dumps(test).encode()).hexdigest()[:8]
+    name = f"ccci-test/busybox:health-{interval}x{retries}-{digest}"
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0:
+        return name
+    dockerfile = (f"FROM {build_image('3')}\nHEALTHCHECK --interval={interval}s --timeout=2s "
+                  f"--retries={retries} CMD {json.dumps(test)}\n")
+    subprocess.run(["docker", "build", "-q", "-t", name, "-"], input=dockerfile.encode(),
+                   check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    return name
 
 
 def base_compose(version: str, image: str, settle: int = 6) -> dict[str, Any]:
@@ -91,9 +108,11 @@ def write(repo: Path, compose: dict[str, Any], version: str, files: dict[str, st
 def make_faulty(root: Path, fault: Callable[[dict[str, Any]], None] | None = None,
                 files: dict[str, str] | None = None, env: str = "",
                 base_files: dict[str, str] | None = None,
-                base: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, str]:
+                base: Callable[[dict[str, Any]], None] | None = None,
+                base_env: str = "") -> tuple[Path, str]:
     """A recipe repo with releases 1.0.0+1, 1.1.0+1 (images :1, :2) and a pull request
-    ``refs/pull/1/head`` at 1.2.0+1 (image :3) with ``fault`` applied to its compose.
+    ``refs/pull/1/head`` at 1.2.0+1 (image :3) with ``fault`` applied to its compose
+    (``base``/``base_files``/``base_env`` shape every commit, ``files``/``env`` the head).
     Returns the repo and the head's sha."""
     repo = root / "coop-cloud" / "faulty"
     repo.mkdir(parents=True)
@@ -102,7 +121,7 @@ def make_faulty(root: Path, fault: Callable[[dict[str, Any]], None] | None = Non
         compose = base_compose(version, build_image(tag))
         if base:
             base(compose)
-        write(repo, compose, version, base_files)
+        write(repo, compose, version, base_files, base_env)
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", f"release {version}")
         git(repo, "tag", version)

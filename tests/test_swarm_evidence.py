@@ -23,7 +23,7 @@ def service(name: str = "app", **kw) -> ServiceState:
 
 
 def test_definitive_names_the_hosts_faults_as_infra():
-    pending = TaskState("t2", 1, "pending", "running",
+    pending = TaskState("t2", 1, "pending", "running", age=6,
                         error="no suitable node (insufficient resources on 1 node)")
     problem = evidence.definitive([service(tasks=(pending,), running=0)], S)
     assert problem.infra and "no suitable node" in problem.message
@@ -133,3 +133,79 @@ def test_a_service_the_head_dropped_is_a_stray():
     assert evidence.strays([service(), service("old")], {"app": "img:2"}, S) == [
         "service old is not in the head but still runs (docker stack deploy does not remove "
         "services)"]
+
+
+def test_a_task_pending_for_resources_is_the_hosts_only_once_nothing_frees_them():
+    pending = TaskState("new", 1, "pending", "running", age=10,
+                        error="no suitable node (insufficient resources on 1 node)")
+    leaving = TaskState("old", 1, "running", "shutdown", current=False)
+    waiting = [service(tasks=(pending, leaving), running=0)]
+    assert evidence.definitive(waiting, S) is None          # stop-first: the old one goes
+    young = [service(tasks=(replace(pending, age=1),), running=0)]
+    assert evidence.definitive(young, S) is None            # the scheduler may yet place it
+    gone = replace(leaving, state="shutdown", age=2)
+    assert evidence.definitive([service(tasks=(pending, gone), running=0)], S) is None
+    long_gone = replace(gone, age=60)
+    assert evidence.definitive([service(tasks=(pending, long_gone), running=0)], S).infra
+    refused = evidence.definitive([service(tasks=(pending,), running=0)], S)
+    assert refused.infra and "insufficient resources" in refused.message
+    # at the timeout, whatever is going on, waiting for the host is the host's fault
+    assert evidence.waiting_for_host(waiting, S, grace=0).infra
+
+
+def test_restart_policy_says_when_swarm_gives_up_and_when_a_one_shot_is_done():
+    failed = TaskState("f1", 1, "failed", "shutdown", error="task: non-zero exit (5)",
+                       exit_code=5)
+    never = evidence.definitive([service(tasks=(failed,), running=0, restart="none")], S)
+    assert "(exit code 5)" in never.message and "will not start it again" in never.message
+    assert evidence.definitive([service(tasks=(failed,), running=0)], S) is None   # any: again
+    twice = (failed, replace(failed, id="f2"))
+    spent = service(tasks=twice, running=0, restart="on-failure", max_attempts=1)
+    assert "1 attempt(s)" in evidence.definitive([spent], S).message
+    assert evidence.definitive([replace(spent, max_attempts=2)], S) is None
+    done = TaskState("t1", 1, "complete", "shutdown")
+    for policy in ("none", "on-failure"):
+        one_shot = service(tasks=(done,), running=0, healthy=0, restart=policy)
+        assert one_shot.converged and evidence.definitive([one_shot], S) is None
+        ran = [service(restart=policy)]
+        assert evidence.settle_problem(ran, [one_shot], S, 3) is None
+    assert not service(tasks=(done,), running=0, healthy=0).converged    # any: restarted
+    assert evidence.settle_problem([service()], [service(tasks=(done,), running=0)], S, 3)
+
+
+def test_overlays_merge_labels_and_environment_key_by_key(tmp_path: Path):
+    (tmp_path / "compose.yml").write_text(
+        "version: '3.8'\nservices:\n  app:\n    image: x:1\n    environment: [A=1, B=2]\n"
+        "    deploy:\n      labels: ['coop-cloud.${STACK_NAME}.version=1.0.0+1']\n")
+    (tmp_path / "compose.extra.yml").write_text(
+        "version: '3.8'\nservices:\n  app:\n    environment: {B: 3}\n"
+        "    deploy:\n      labels: [traefik.enable=true]\n")
+    (tmp_path / ".env.sample").write_text('COMPOSE_FILE="compose.yml:compose.extra.yml"\n')
+    recipe = Recipe(tmp_path, "x", domain="x.ci.local")
+    config, _ = recipe.render()
+    assert recipe.version(config) == "1.0.0+1"
+    assert recipe.app_labels(config)["traefik.enable"] == "true"
+    assert config["services"]["app"]["environment"] == {"A": "1", "B": "3"}
+
+
+def test_one_replica_in_a_crash_loop_is_definitive_while_the_other_runs():
+    crash = tuple(TaskState(f"c{n}", 2, "failed", "shutdown", error="task: non-zero exit (1)",
+                            exit_code=1) for n in range(3))
+    fine = TaskState("ok", 1, "running", "running")
+    problem = evidence.definitive([service(tasks=(fine,) + crash, desired=2)], S)
+    assert "3 starts failed, none ran (slot 2 of 2)" in problem.message
+    assert evidence.definitive([service(tasks=(fine,) + crash[:2], desired=2)], S) is None
+
+
+@pytest.mark.parametrize("said, infra", [
+    ("Error response from daemon: This node is not a swarm manager. Use \"docker swarm "
+     "init\" or \"docker swarm join\" to connect this node to swarm and try again.", True),
+    ("rpc error: code = Unavailable desc = the swarm does not have a leader", True),
+    ("failed to update service x_app: Error response from daemon: rpc error: code = Unknown "
+     "desc = update out of sequence", True),
+    ("failed to update config x_notes: Error response from daemon: rpc error: code = "
+     "InvalidArgument desc = only updates to Labels are allowed", False),
+    ("service migrate: Unknown mode: replicated-job", False),
+])
+def test_what_docker_says_names_the_host_or_the_change(said, infra):
+    assert bool(evidence.INFRA.search(said)) is infra

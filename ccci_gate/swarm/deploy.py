@@ -132,6 +132,9 @@ class App:
         if self.stop.is_set():
             raise DeployError("stopped")
         self._evidence(last)
+        host = evidence.waiting_for_host(last, self.stack, grace=0)
+        if host:    # still waiting for the host's resources at the timeout
+            raise fail(host)
         detail = "; ".join(f"{evidence.short(s.name, self.stack)}: {s.running}/{s.desired} "
                            f"running, {s.healthy} healthy"
                            + (f", update {s.update_state}" if s.update_state else "")

@@ -13,7 +13,8 @@ the values by hand and step the rules.
   change.
 - the **settle window** is how long every service must stay healthy after convergence:
   at least the longest update monitor (the only window in which swarm itself reacts to a
-  failing task), the longest healthcheck ``interval × retries``, and a floor.
+  failing task), the longest healthcheck ``interval × (retries + 1)`` (a task that turns
+  sick just after a passing check is unhealthy ``retries`` intervals later), and a floor.
 """
 from __future__ import annotations
 
@@ -25,14 +26,20 @@ ROLLED_BACK = ("rollback_started", "rollback_paused", "rollback_completed")
 IN_PROGRESS = ("updating", "rollback_started")
 PAUSED = ("paused", "rollback_paused")
 FAILED_TASK = ("failed", "rejected", "shutdown", "complete", "orphaned", "remove")
+ALIVE = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
+         "starting", "running")
 CRASH_LOOP = 3          # failed starts of the current spec, none running: it never starts
+PENDING_GRACE = 5.0     # seconds a task must wait for resources before the host is blamed
 REJECTED_TWICE = 2      # rejections of the current spec with one error: it never will
 
 # Task errors that name the host, not the change.
 INFRA = re.compile(r"insufficient resources|no suitable node|no space left on device|"
                    r"cannot allocate memory|pull access denied|toomanyrequests|"
                    r"dial tcp|i/o timeout|TLS handshake|connection refused|"
-                   r"Cannot connect to the Docker daemon|context deadline exceeded", re.I)
+                   r"Cannot connect to the Docker daemon|context deadline exceeded|"
+                   r"not a swarm manager|swarm does not have a leader|"
+                   r"rpc error: code = (?:Unavailable|DeadlineExceeded|ResourceExhausted)|"
+                   r"update out of sequence", re.I)
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,10 @@ class TaskState:
     desired: str               # running | shutdown | ...
     error: str = ""
     exit_code: int = 0
-    current: bool = True       # runs the service's current container spec
+    current: bool = True       # runs the service's current task spec (what swarm compares)
     health: str = ""           # healthy | unhealthy | starting | "" (no healthcheck / no container)
     oom_killed: bool = False
+    age: float = 0.0           # seconds since its state last changed
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,27 @@ class ServiceState:
     previous_labels: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[tuple[str, str], ...] = ()   # (volume, path in the container)
     monitor: float = 5.0       # UpdateConfig.Monitor, seconds (swarm's default 5 s)
-    health_window: float = 0.0  # healthcheck interval × retries, seconds
+    health_window: float = 0.0  # healthcheck interval × (retries + 1), seconds
     memory_limit: int = 0      # bytes, 0 = none declared
+    restart: str = "any"       # RestartPolicy.Condition: any | on-failure | none
+    max_attempts: int = 0      # RestartPolicy.MaxAttempts, 0 = unlimited
+
+    @property
+    def done(self) -> int:
+        """Slots whose task of the current spec exited 0 and, by the service's restart
+        policy (``none`` or ``on-failure``), is not to run again: a finished one-shot."""
+        if self.restart not in ("none", "on-failure"):
+            return 0
+        newest: dict[int, TaskState] = {}
+        for task in self.tasks:                 # newest first
+            if task.current:
+                newest.setdefault(task.slot, task)
+        return sum(1 for t in newest.values() if t.state == "complete" and not t.exit_code)
 
     @property
     def converged(self) -> bool:
-        return (self.running >= self.desired and self.healthy >= self.desired
+        return (self.running + self.done >= self.desired
+                and self.healthy + self.done >= self.desired
                 and self.update_state not in IN_PROGRESS)
 
 
@@ -120,11 +143,18 @@ def task_end(task: TaskState, service: ServiceState, stack: str) -> Problem:
 def definitive(services: Iterable[ServiceState], stack: str) -> Problem | None:
     """A problem that waiting longer cannot cure, seen now; None while hope is rational.
 
-    - a task pending for want of a node or resources: the host's fault;
+    - a task pending for want of a node or resources for ``PENDING_GRACE`` seconds while
+      no task of the stack is on its way down (freeing them): the host's fault;
     - ``No such image``: the recipe names an image this host does not have (deploys use
       ``--resolve-image never``);
     - a paused update, a rejected spec (twice the same error), a task killed by OOM,
-      a spec that failed ``CRASH_LOOP`` starts with nothing running."""
+      a spec that failed ``CRASH_LOOP`` starts in one slot with nothing running there
+      (one replica of several looping is enough: swarm's ``max_failure_ratio`` may let
+      the update complete around it)."""
+    services = list(services)
+    host = waiting_for_host(services, stack)
+    if host:
+        return host
     for service in services:
         name = short(service.name, stack)
         if service.update_state in PAUSED:
@@ -132,8 +162,6 @@ def definitive(services: Iterable[ServiceState], stack: str) -> Problem | None:
                            f"{service.update_message or 'swarm paused it'}")
         current = [t for t in service.tasks if t.current]
         for task in current:
-            if task.state == "pending" and task.error and INFRA.search(task.error):
-                return Problem(f"service {name}: {task.error}", infra=True)
             if "No such image" in task.error:
                 return Problem(f"service {name}: {task.error} (the image is not on this host; "
                                f"deploys never pull)")
@@ -147,12 +175,63 @@ def definitive(services: Iterable[ServiceState], stack: str) -> Problem | None:
             if count >= REJECTED_TWICE:
                 return Problem(f"service {name}: task rejected {count} times: {error}",
                                infra=bool(INFRA.search(error)))
-        failed = [t for t in current if t.state == "failed"]
-        if len(failed) >= CRASH_LOOP and not any(t.state == "running" for t in current):
-            last = failed[0]
-            problem = task_end(last, service, stack)
-            return Problem(f"{problem.message} — {len(failed)} starts failed, none ran",
-                           problem.infra)
+        given_up = abandoned(service)
+        if given_up is not None:
+            problem = task_end(given_up, service, stack)
+            return Problem(f"{problem.message} — swarm will not start it again (restart "
+                           f"policy: {service.restart}"
+                           + (f", {service.max_attempts} attempt(s)" if service.max_attempts
+                              else "") + ")", problem.infra)
+        for slot in sorted({t.slot for t in current}):   # one replica may loop alone
+            tasks = [t for t in current if t.slot == slot]
+            failed = [t for t in tasks if t.state == "failed"]
+            if len(failed) >= CRASH_LOOP and not any(t.state == "running" for t in tasks):
+                problem = task_end(failed[0], service, stack)
+                return Problem(f"{problem.message} — {len(failed)} starts failed, none ran"
+                               + (f" (slot {slot} of {service.desired})"
+                                  if service.desired > 1 else ""), problem.infra)
+    return None
+
+
+def waiting_for_host(services: Iterable[ServiceState], stack: str,
+                     grace: float = PENDING_GRACE) -> Problem | None:
+    """A task of the current spec pending for want of a node or resources (the host's
+    fault) for ``grace`` seconds, while no task of the stack is on its way down or went
+    down within ``grace``: such a task holds, or has just freed, its node's resources
+    (a stop-first update of a reservation that fits once; swarm's scheduler takes
+    seconds to place the pending task after), so a task pending meanwhile is waiting,
+    not refused."""
+    services = list(services)
+    if grace and any(t.desired not in ("running", "ready", "complete")
+                     and (t.state in ALIVE or t.age < grace)
+                     for s in services for t in s.tasks):
+        return None     # a task is going down, or went down too recently to tell
+    for service in services:
+        for task in service.tasks:
+            if (task.current and task.state == "pending" and task.error
+                    and INFRA.search(task.error) and task.age >= grace):
+                return Problem(f"service {short(service.name, stack)}: {task.error}",
+                               infra=True)
+    return None
+
+
+def abandoned(service: ServiceState) -> TaskState | None:
+    """The failed task of a slot swarm will not restart, by the service's own restart
+    policy (``none``, or ``max_attempts`` restarts spent), with no other task of the
+    current spec alive in that slot; else None. (A clean exit under ``none`` or
+    ``on-failure`` is a finished one-shot: ``ServiceState.done``.)"""
+    current = [t for t in service.tasks if t.current]
+    for slot in sorted({t.slot for t in current}):
+        tasks = [t for t in current if t.slot == slot]      # newest first
+        if any(t.state in ALIVE and t.desired in ("running", "ready") for t in tasks):
+            continue
+        ended = [t for t in tasks if t.state in ("failed", "complete", "rejected")]
+        if not ended or (ended[0].state == "complete" and not ended[0].exit_code
+                         and service.restart != "any"):
+            continue
+        if service.restart == "none" or (service.max_attempts
+                                         and len(ended) > service.max_attempts):
+            return ended[0]
     return None
 
 
@@ -243,7 +322,7 @@ def settle_window(services: Iterable[ServiceState], floor: float) -> tuple[float
     health = max((s.health_window for s in services), default=0.0)
     window = max(floor, monitor, health)
     return window, (f"{window:g}s (floor {floor:g}s, longest update monitor {monitor:g}s, "
-                    f"longest healthcheck interval × retries {health:g}s)")
+                    f"longest healthcheck interval × (retries + 1) {health:g}s)")
 
 
 def settle_problem(start: Iterable[ServiceState], now: Iterable[ServiceState], stack: str,
@@ -264,6 +343,9 @@ def settle_problem(start: Iterable[ServiceState], now: Iterable[ServiceState], s
             if task.state != "running":
                 continue
             later = tasks.get(task.id)
+            if (later is not None and later.state == "complete" and not later.exit_code
+                    and service.restart != "any"):
+                continue    # a one-shot finished, as its restart policy says it may
             if later is None or later.state != "running":
                 ended = task_end(later or task, service, stack)
                 return Problem(f"{ended.message} — {elapsed:.1f}s into the settle window",

@@ -7,8 +7,10 @@ carry the label ``com.docker.stack.namespace=<stack>``, which is how they are fo
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +33,7 @@ class SwarmPort:
     def __init__(self, client: docker.DockerClient | None = None, docker_bin: str = "docker"):
         self.client = client or docker.from_env(timeout=60)
         self.docker_bin = docker_bin
+        self._healthchecks: dict[str, Mapping[str, Any]] = {}
 
     # --- stacks --------------------------------------------------------------------------
 
@@ -78,19 +81,21 @@ class SwarmPort:
         previous = attrs.get("PreviousSpec") or {}
         mode = spec.get("Mode", {})
         desired = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
-        container_spec = spec["TaskTemplate"].get("ContainerSpec", {})
-        tasks = tuple(self._task(t, container_spec) for t in sorted(
+        tasks = tuple(self._task(t, spec["TaskTemplate"]) for t in sorted(
             service.tasks(), key=lambda t: t.get("CreatedAt", ""), reverse=True))
+        container_spec = spec["TaskTemplate"].get("ContainerSpec", {})
         running = [t for t in tasks if t.current and t.state == "running"
                    and t.desired == "running"]
         errors = tuple(sorted({t.error for t in tasks if t.error}))
         update = attrs.get("UpdateStatus") or {}
-        health = container_spec.get("Healthcheck") or {}
+        # the compose's healthcheck, else the one the image declares (swarm runs either)
+        health = container_spec.get("Healthcheck") or self._image_healthcheck(_image(spec))
         has_check = health.get("Test") not in (None, [], ["NONE"])
         interval = health.get("Interval", 30 * 10**9) / 1e9
         mounts = tuple((m.get("Source", ""), m.get("Target", ""))
                        for m in container_spec.get("Mounts") or [] if m.get("Type") == "volume")
         limits = (spec["TaskTemplate"].get("Resources") or {}).get("Limits") or {}
+        restart = spec["TaskTemplate"].get("RestartPolicy") or {}
         return ServiceState(
             spec["Name"], _image(spec), spec.get("Labels") or {}, desired, len(running),
             sum(1 for t in running if t.health in ("healthy", "")), update.get("State", ""),
@@ -98,10 +103,21 @@ class SwarmPort:
             previous_image=_image(previous) if previous else "",
             previous_labels=previous.get("Labels") or {}, mounts=mounts,
             monitor=(spec.get("UpdateConfig") or {}).get("Monitor", 5 * 10**9) / 1e9,
-            health_window=interval * health.get("Retries", 3) if has_check else 0.0,
-            memory_limit=int(limits.get("MemoryBytes") or 0))
+            health_window=interval * (health.get("Retries", 3) + 1) if has_check else 0.0,
+            memory_limit=int(limits.get("MemoryBytes") or 0),
+            restart=restart.get("Condition") or "any",
+            max_attempts=int(restart.get("MaxAttempts") or 0))
 
-    def _task(self, task: Mapping[str, Any], container_spec: Mapping[str, Any]) -> TaskState:
+    def _image_healthcheck(self, image: str) -> Mapping[str, Any]:
+        if image not in self._healthchecks:
+            try:
+                config = self.client.images.get(image).attrs.get("Config") or {}
+            except docker.errors.ImageNotFound:
+                return {}       # not on this host (yet): ask again next time
+            self._healthchecks[image] = config.get("Healthcheck") or {}
+        return self._healthchecks[image]
+
+    def _task(self, task: Mapping[str, Any], template: Mapping[str, Any]) -> TaskState:
         status = task.get("Status", {})
         container = status.get("ContainerStatus") or {}
         state: Mapping[str, Any] = {}
@@ -112,16 +128,19 @@ class SwarmPort:
                 state = {}
         health = (state.get("Health") or {}).get("Status", "")
         task_state, error = status.get("State", ""), status.get("Err", "") or ""
+        changed = False     # swarm has not yet seen the end of a container that ended
         if task_state == "running" and state and not state.get("Running", False):
             # the container ended before swarm noticed: say how it ended
-            task_state = "failed"
+            task_state = "failed" if state.get("ExitCode") else "complete"
+            changed = True
             error = error or f"container exited ({state.get('ExitCode', '?')})"
         return TaskState(
             id=task["ID"], slot=int(task.get("Slot") or 0), state=task_state,
             desired=task.get("DesiredState", ""), error=error,
             exit_code=int(container.get("ExitCode") or state.get("ExitCode") or 0),
-            current=(task.get("Spec") or {}).get("ContainerSpec") == container_spec,
-            health=health, oom_killed=bool(state.get("OOMKilled")))
+            current=_task_spec(task.get("Spec") or {}) == _task_spec(template),
+            health=health, oom_killed=bool(state.get("OOMKilled")),
+            age=0.0 if changed else _age(status.get("Timestamp", "")))
 
     def probe(self, stack: str, service: str, url: str, image: str,
               timeout: float = 30.0) -> tuple[int, str]:
@@ -240,6 +259,24 @@ class SwarmPort:
 
 def _image(spec: Mapping[str, Any]) -> str:
     return spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@", 1)[0]
+
+
+def _task_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes swarm replace a task: its whole task spec (container, resources,
+    restart policy, networks, log driver, force-update counter), not only the container
+    spec. Placement is left out (swarm keeps a task whose node still fits), and so is
+    ``Runtime``, which the API shows on the service only."""
+    return {k: v for k, v in spec.items() if k not in ("Placement", "Runtime") and v}
+
+
+def _age(timestamp: str) -> float:
+    """Seconds since a swarm status timestamp (RFC 3339, nanoseconds); 0 if unknown."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?", timestamp or "")
+    if not match:
+        return 0.0
+    when = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    fraction = float("0." + (match.group(2) or "0"))
+    return max(0.0, time.time() - when.timestamp() - fraction)
 
 
 def _attr_labels(obj: Any) -> Mapping[str, str]:

@@ -240,10 +240,17 @@ def _labels(value: Any) -> dict[str, str]:
     return {}
 
 
+MAPPINGS = ("labels", "environment")   # lists of k=v that compose merges key by key
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
-    """Compose's overlay merge, as far as lint needs it: mappings merge, the rest replaces."""
+    """Compose's overlay merge, as far as lint needs it: mappings merge (``labels`` and
+    ``environment`` too, list or mapping, as ``docker stack deploy`` merges them), the
+    rest replaces."""
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if key in MAPPINGS and isinstance(value, (list, dict)) and key in base:
+            base[key] = {**_labels(base[key]), **_labels(value)}
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value)
         else:
             base[key] = value
