@@ -149,6 +149,13 @@ class App:
         label = self.recipe.ccci_label("settle")
         floor = float(label) if label.isdigit() else floor
         start = self.port.services(self.stack)
+        lost = [s for s in start if not s.converged]
+        if lost:   # something ended between convergence and this first look
+            self._evidence(start)
+            raise DeployError("; ".join(
+                f"service {evidence.short(s.name, self.stack)} stopped running right after it "
+                f"converged ({s.running}/{s.desired} running, {s.healthy} healthy"
+                + (f"; {', '.join(s.task_errors)}" if s.task_errors else "") + ")" for s in lost))
         window, why = evidence.settle_window(start, floor)
         if timeout is not None and window > timeout:
             raise DeployError(f"the settle window {why} does not fit in the "
@@ -173,7 +180,8 @@ class App:
 
     def probe(self) -> str:
         """Serving, probed from outside the app (see ``swarm.probe``). Returns what was
-        verified, or why serving is unverified; raises ``DeployError`` if it fails."""
+        verified, or why serving is unverified; raises ``DeployError`` if the app does not
+        serve, ``InfraError`` if the probe itself could not run."""
         config, _ = self.recipe.render()
         port = self.recipe.probe_port(config)
         if port is None:
@@ -189,6 +197,8 @@ class App:
         url = f"http://tasks.{self.stack}_app:{port}{path}"
         for attempt in range(3):
             exit_code, output = self.port.probe(self.stack, f"{self.stack}_app", url, probe.IMAGE)
+            if exit_code == -1:   # our probe task itself could not run: the host's fault
+                raise InfraError(f"the serving probe could not run: {output}")
             code = probe.status_code(output)
             if code is not None and probe.accepts(codes, code):
                 return f"serving: {url} answered {code} to a probe on the stack's network"

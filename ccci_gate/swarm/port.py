@@ -146,7 +146,8 @@ class SwarmPort:
               timeout: float = 30.0) -> tuple[int, str]:
         """Fetch ``url`` from outside the app: a one-shot task of ``image`` on the
         service's first network (as a proxy would reach it). Returns the probe's exit
-        code and its output (busybox ``wget -S`` prints the status line; no ``-T``:
+        code and its output, -1 when the probe task itself could not run (busybox
+        ``wget -S`` prints the status line; no ``-T``:
         Debian's static busybox wget crashes on it, seen here with exit 139)."""
         target = self.client.services.get(service).attrs["Spec"]
         networks = [n["Target"] for n in target["TaskTemplate"].get("Networks") or []]
@@ -160,8 +161,11 @@ class SwarmPort:
             restart_policy=docker.types.RestartPolicy(condition="none"))
         try:
             deadline = time.monotonic() + timeout
+            started = False
             while time.monotonic() < deadline:
-                done = [t for t in probe.tasks() if t["Status"]["State"] in
+                tasks = probe.tasks()
+                started = started or any(t["Status"]["State"] == "running" for t in tasks)
+                done = [t for t in tasks if t["Status"]["State"] in
                         ("complete", "failed", "rejected")]
                 if done:
                     status = done[0]["Status"]
@@ -175,7 +179,9 @@ class SwarmPort:
                         return -1, status.get("Err", "probe rejected")
                     return code, output.strip() or status.get("Err", "")
                 time.sleep(0.2)
-            return -1, f"the probe did not finish in {timeout:.0f}s"
+            if started:   # it ran and waited: the app accepted and never answered
+                return 124, f"no answer within {timeout:.0f}s"
+            return -1, f"the probe task did not start within {timeout:.0f}s"
         finally:
             _quiet(probe.remove)
 
