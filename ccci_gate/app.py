@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
+import socket
 import threading
+import time
 from typing import Any
 
 from .config.loader import LayoutError, load_layout
@@ -33,6 +35,8 @@ from .web.server import ListenerError, WebServer
 from .worker.daemon import WorkerDaemon
 
 log = logging.getLogger("ccci_gate")
+
+RESUME_WAIT = 30.0   # seconds a restarted gatekeeper waits for workers before resubmitting
 
 
 def read_admin_token(settings: Settings) -> str:
@@ -80,7 +84,7 @@ class Gatekeeper:
             raise
         web_url = settings.public_url.rstrip("/") or self.web.url
         self.web_url = web_url
-        self.engine = Engine(self.layout, zuul_url=f"{web_url}/git", web_url=web_url)
+        self.engine, self.restored = self._restore(f"{web_url}/git", web_url)
         self.scheduler_ref: Scheduler | None = None
         self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls)
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
@@ -115,6 +119,42 @@ class Gatekeeper:
                 max_builds=settings.worker_max_builds, tls=tls)
         self._threads: list[threading.Thread] = []
 
+    def _restore(self, zuul_url: str, web_url: str) -> tuple[Engine, bool]:
+        """The engine the previous incarnation saved (a fresh one on first start)."""
+        record = self.store.load_record()
+        if record is not None:
+            try:
+                engine = Engine.from_record(self.layout, record, zuul_url=zuul_url,
+                                            web_url=web_url)
+                log.info("restoring %d items from %s", len(engine.index.items), self.store.path)
+                return engine, True
+            except Exception:
+                log.exception("the saved state cannot be restored; starting with empty queues")
+        closed = self.store.close_unrestored((), "the gatekeeper restarted and could not restore it")
+        if closed:
+            log.warning("%d open items in the store could not be restored", closed)
+        return Engine(self.layout, zuul_url=zuul_url, web_url=web_url), False
+
+    def _resume(self) -> None:
+        self.scheduler.resume(before_builds=self._wait_for_workers)
+
+    def _wait_for_workers(self, starts: list[Any], timeout: float = RESUME_WAIT) -> None:
+        """Before resubmitting the builds of the previous incarnation, give workers up to
+        ``timeout`` seconds to (re-)register their functions."""
+        functions = {a.function for a in starts}
+        deadline = time.monotonic() + timeout
+        missing = functions
+        while time.monotonic() < deadline:
+            known: dict[str, int] = {}
+            for server in self.servers:
+                for name, count in registered_workers(server).items():
+                    known[name] = known.get(name, 0) + count
+            missing = {f for f in functions if known.get(f, 0) < 1}
+            if not missing:
+                return
+            time.sleep(0.2)
+        log.warning("resuming without a worker for %s", ", ".join(sorted(missing)))
+
     def _emit(self, event: Any) -> None:
         self.scheduler.put(event)
 
@@ -136,7 +176,7 @@ class Gatekeeper:
         return True
 
     def start(self) -> None:
-        self.scheduler.start()
+        self.scheduler.start(resume=self._resume if self.restored else None)
         self.web.start()
         self.timer.start()
         self.watcher.start()
@@ -216,6 +256,28 @@ def _quiet_per_report_warnings() -> None:
     scheduler_log = logging.getLogger("ccci_gate.scheduler")
     if not any(isinstance(f, _NotConfiguredOnce) for f in scheduler_log.filters):
         scheduler_log.addFilter(_NotConfiguredOnce())
+
+
+def registered_workers(server: tuple[str, int], timeout: float = 2.0) -> dict[str, int]:
+    """Workers per function on one Gearman server, asked over a connection of its own
+    (the text admin protocol's ``status``), so no gear client's admin requests cross."""
+    try:
+        with socket.create_connection(server, timeout=timeout) as conn:
+            conn.sendall(b"status\n")
+            data = b""
+            while not data.endswith(b".\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[3].isdigit():
+            out[parts[0]] = int(parts[3])
+    return out
 
 
 class _LogReporter:

@@ -95,6 +95,7 @@ class Scheduler:
         self.snapshot = Snapshot.of(engine)
         self._published = time.monotonic()
         self._stale = False     # handled events the snapshot does not show yet
+        self._restored: set[str] = set()   # items of the previous incarnation (see resume)
 
     # --- input (any thread) -----------------------------------------------------------
 
@@ -160,8 +161,35 @@ class Scheduler:
                 return count
             count += self._handle_batch(batch)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+    def resume(self, before_builds: Callable[[list[act.StartBuild]], None] = lambda starts: None
+               ) -> int:
+        """After a restart (an engine made by ``Engine.from_record``), before
+        :meth:`start`: ask again what the previous incarnation had under way
+        (``Engine.resume``). ``before_builds`` may wait for workers to register again
+        before the builds are submitted. Reports of restored items are sent once: a
+        driver that has one on record for the item and phase is skipped. Returns how
+        many items were restored."""
+        self._restored = set(self.engine.index.items)
+        if self.store is not None:
+            closed = self.store.close_unrestored(
+                self._restored, "the gatekeeper restarted and could not restore it")
+            if closed:
+                log.warning("%d open items in the store could not be restored", closed)
+        actions = self.engine.resume()
+        starts = [a for a in actions if isinstance(a, act.StartBuild)]
+        if starts:
+            before_builds(starts)
+        self.execute(actions)
+        self.persist()
+        self.publish()
+        log.info("restored %d items; %d builds submitted again", len(self._restored), len(starts))
+        return len(self._restored)
+
+    def start(self, resume: Callable[[], Any] | None = None) -> None:
+        """Start the scheduler thread; ``resume`` (e.g. ``lambda: self.resume(...)``)
+        runs on it first, while events put meanwhile wait their turn."""
+        self._thread = threading.Thread(target=self._run, args=(resume,), name="scheduler",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -170,7 +198,12 @@ class Scheduler:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def _run(self) -> None:
+    def _run(self, resume: Callable[[], Any] | None = None) -> None:
+        if resume is not None:
+            try:
+                resume()
+            except Exception:
+                log.exception("resuming after the restart failed")
         while True:
             wait = None
             if self._stale:
@@ -271,15 +304,21 @@ class Scheduler:
                 log.warning("pipeline %s reports to %r, which is not configured",
                             action.pipeline, driver)
                 continue
+            if (action.item_id in self._restored and self.store is not None
+                    and self.store.reported(action.item_id, action.phase, driver)):
+                log.info("%s %s of %s was reported before the restart; not again",
+                         driver, action.phase, action.item_id)
+                continue
             reporter.report(action)
             if self.store is not None:
                 self.store.record_report(action.item_id, action.phase, driver)
 
     def persist(self) -> None:
-        live, finished = self.engine.take_dirty()
+        """Save what the engine changed (one SQLite transaction), after the batch's
+        actions were carried out: a restart resumes from the last batch saved."""
         if self.store is None:
+            self.engine.take_dirty()
             return
-        if live:
-            self.store.save_items(live)
-        if finished:
-            self.store.save_items(finished, finished=True)
+        delta = self.engine.take_delta()
+        if delta:
+            self.store.save_delta(delta)

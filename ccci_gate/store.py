@@ -1,21 +1,35 @@
-"""The SQLite store: items, buildsets and builds, so history survives a restart.
+"""The SQLite store: items, buildsets and builds, and the engine's state, so a restart
+loses nothing.
 
-The scheduler thread writes (one transaction per batch of events); web threads read
-through their own connections (WAL lets them read while a batch is written), so an HTTP
-handler never waits for the scheduler's write lock.
-Rows are written from the plain snapshots of ``core.status`` — the store never sees
-live model objects. Items that are still queued (``finished_at`` NULL) are what a
-restart recovers from.
+The scheduler thread writes (one transaction per batch of events: :meth:`save_delta`);
+web threads read through their own connections (WAL lets them read while a batch is
+written), so an HTTP handler never waits for the scheduler's write lock. Rows are
+written from plain data (``core.status`` summaries, and the ``core.records`` records of
+``Engine.take_delta``) — the store never sees live model objects. What a restart
+recovers (:meth:`load_record`, the argument of ``Engine.from_record``):
+
+- each live item's record, in its ``items`` row (``record``; NULL once it finished);
+- each queue, naming its items by id in order (``queues``, in creation order);
+- each pipeline's own state: paused, batching groups (``pipelines``);
+- the last reported run of each change, for retest-on-merge and retrigger (``last_runs``).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import quote
+
+from .core.records import RECORD_VERSION, queue_with_items
+
+if TYPE_CHECKING:
+    from .core.engine import Delta
+
+_encode = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -36,6 +50,14 @@ CREATE TABLE IF NOT EXISTS builds (
     log_url TEXT, enqueued_at REAL, started_at REAL, finished_at REAL, message TEXT
 );
 CREATE INDEX IF NOT EXISTS builds_item ON builds (item_id);
+CREATE TABLE IF NOT EXISTS queues (
+    id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS last_runs (
+    pipeline TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (pipeline, key)
+);
 CREATE TABLE IF NOT EXISTS reports (
     item_id TEXT NOT NULL, phase TEXT NOT NULL, driver TEXT NOT NULL, at REAL,
     PRIMARY KEY (item_id, phase, driver)
@@ -57,7 +79,15 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-32000")   # KiB: the live rows stay cached
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
+            if "record" not in columns:   # a store from before restarts were recovered
+                self._db.execute("ALTER TABLE items ADD COLUMN record TEXT")
+            top = self._db.execute("SELECT MAX(seq) FROM (SELECT seq FROM queues UNION ALL"
+                                   " SELECT seq FROM last_runs)").fetchone()[0]
+        self._seq = itertools.count((top or 0) + 1)
+        self._written: dict[Any, str] = {}   # queue and pipeline rows as last written
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -91,15 +121,81 @@ class Store:
 
         ``finished`` marks them as out of every queue (reported or dequeued).
         """
+        rows = self._item_rows([(s, None) for s in summaries], finished)
+        if rows[0]:
+            with self._transaction() as db:
+                self._write_items(db, *rows)
+
+    def save_delta(self, delta: "Delta") -> None:
+        """Write what the engine changed (``Engine.take_delta``) in one transaction."""
+        live = self._item_rows(delta.items, False)
+        done = self._item_rows([(s, None) for s in delta.finished], True)
+        queues, gone = [], []
+        for qid, name, skel in delta.queues:   # (rows written only when they changed)
+            if skel is None:
+                gone.append((qid,))
+                self._written.pop(qid, None)
+                continue
+            text = _encode(skel)
+            if self._written.get(qid) != text:
+                self._written[qid] = text
+                queues.append((qid, name, next(self._seq), text))
+        pipelines = []
+        for name, state in delta.pipelines.items():
+            text = _encode(state)
+            if self._written.get(("pipeline", name)) != text:
+                self._written[("pipeline", name)] = text
+                pipelines.append((name, text))
+        runs = [(p, k, next(self._seq), _encode(r)) for p, k, r in delta.runs if r is not None]
+        forgot = [(p, k) for p, k, r in delta.runs if r is None]
+        with self._transaction() as db:
+            self._write_items(db, *live)
+            self._write_items(db, *done)
+            db.executemany("INSERT INTO queues VALUES (?,?,?,?) ON CONFLICT (id) DO UPDATE"
+                           " SET record = excluded.record", queues)
+            db.executemany("DELETE FROM queues WHERE id = ?", gone)
+            db.executemany("INSERT OR REPLACE INTO pipelines VALUES (?,?)", pipelines)
+            db.executemany("INSERT OR REPLACE INTO last_runs VALUES (?,?,?,?)", runs)
+            db.executemany("DELETE FROM last_runs WHERE pipeline = ? AND key = ?", forgot)
+
+    def _transaction(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store._lock.acquire()
+                store._db.execute("BEGIN")
+                return store._db
+
+            def __exit__(self, kind, *_):
+                try:
+                    store._db.execute("ROLLBACK" if kind else "COMMIT")
+                finally:
+                    store._lock.release()
+        return _Tx()
+
+    @staticmethod
+    def _write_items(db: sqlite3.Connection, item_rows: list, bs_rows: list,
+                     build_rows: list) -> None:
+        db.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       item_rows)
+        db.executemany("INSERT OR REPLACE INTO buildsets VALUES (?,?,?,?,?,?)", bs_rows)
+        db.executemany("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       build_rows)
+
+    @staticmethod
+    def _item_rows(pairs: Iterable[tuple[Mapping[str, Any], Any]], finished: bool
+                   ) -> tuple[list, list, list]:
         now = time.time()
         item_rows, bs_rows, build_rows = [], [], []
-        for s in summaries:
+        for s, record in pairs:
             c = s["change"]
             item_rows.append((s["item_id"], s["pipeline"], c["project"], c["number"], c["patchset"],
                               c["ref"], c["branch"], c["sha"], s["state"], s["result"],
                               int(bool(s["quick"])), s["enqueued_at"], now if finished else None,
                               s.get("message") or s.get("failing_reason") or "",
-                              json.dumps(s, sort_keys=True)))
+                              _encode(s),
+                              None if record is None else _encode(record)))
             bs = s["buildset"]
             if bs["id"]:
                 bs_rows.append((bs["id"], s["item_id"], bs["ref"], bs["commit"], bs["merge_state"],
@@ -110,21 +206,41 @@ class Store:
                                        j["state"], j["result"], int(bool(j["voting"])), j.get("worker", ""),
                                        j.get("url", ""), j.get("log_url", ""), j.get("enqueued_at"),
                                        j.get("started_at"), j.get("finished_at"), j.get("message", "")))
-        if not item_rows:
-            return
+        return item_rows, bs_rows, build_rows
+
+    def close_unrestored(self, keep: Iterable[str], message: str) -> int:
+        """Mark open items not in ``keep`` finished (their state could not be restored:
+        a store from before restarts were recovered, or a pipeline gone); how many."""
+        keep = set(keep)
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", item_rows)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO buildsets VALUES (?,?,?,?,?,?)", bs_rows)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", build_rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            ids = [r[0] for r in self._db.execute("SELECT id FROM items WHERE finished_at IS NULL")
+                   if r[0] not in keep]
+            self._db.executemany("UPDATE items SET finished_at = ?, state = 'DEQUEUED', message = ?,"
+                                 " record = NULL WHERE id = ?",
+                                 [(time.time(), message, i) for i in ids])
+        return len(ids)
+
+    def load_record(self) -> dict[str, Any] | None:
+        """The engine record (``Engine.from_record``) of what was saved, or None when
+        nothing was."""
+        items = {r["id"]: json.loads(r["record"]) for r in self._rows(
+            "SELECT id, record FROM items WHERE finished_at IS NULL AND record IS NOT NULL")}
+        pipelines: dict[str, dict[str, Any]] = {
+            r["name"]: {**json.loads(r["record"]), "queues": []}
+            for r in self._rows("SELECT name, record FROM pipelines")}
+        for r in self._rows("SELECT pipeline, record FROM queues ORDER BY seq"):
+            pipeline = pipelines.setdefault(r["pipeline"], {"paused": False, "queues": []})
+            pipeline["queues"].append(queue_with_items(json.loads(r["record"]), items))
+        runs = [json.loads(r["record"]) for r in
+                self._rows("SELECT record FROM last_runs ORDER BY seq")]
+        if not (pipelines or runs):
+            return None
+        return {"version": RECORD_VERSION, "pipelines": pipelines, "last_run": runs}
+
+    def reported(self, item_id: str, phase: str, driver: str) -> bool:
+        """Whether ``driver`` was given ``item_id``'s ``phase`` report already."""
+        return bool(self._rows("SELECT 1 FROM reports WHERE item_id = ? AND phase = ? AND"
+                               " driver = ?", (item_id, phase, driver)))
 
     def record_report(self, item_id: str, phase: str, driver: str) -> None:
         with self._lock:

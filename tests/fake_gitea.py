@@ -239,6 +239,15 @@ class FakeGitea:
         if rest[:1] == ["statuses"] and method == "POST":
             self.statuses.append((repo, rest[1], body))
             return 201, {"id": next(self._ids), **body}
+        if rest[:1] == ["commits"] and rest[2:] == ["statuses"] and method == "GET":
+            return 200, [{"id": i, "status": b["state"], "context": b["context"],
+                          "description": b.get("description", ""),
+                          "target_url": b.get("target_url", "")}
+                         for i, (r, sha, b) in enumerate(self.statuses)
+                         if (r, sha) == (repo, rest[1])][::-1]
+        if rest[:1] == ["issues"] and rest[2:] == ["comments"] and method == "GET":
+            return 200, [self._comment_json(c) for c in self.comments.values()
+                         if (c["repo"], c["number"]) == (repo, int(rest[1]))]
         if rest[:1] == ["collaborators"]:
             perm = self.permissions.get((repo, rest[1]))
             return (200, {"permission": perm}) if perm else (404, {"message": "not a collaborator"})

@@ -7,7 +7,9 @@ tests can drive it directly with no I/O at all.
 """
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import events as ev
@@ -18,11 +20,35 @@ from .managers import Journal, ManagerContext, PipelineManager, make_manager
 from .managers.base import MERGE_RETRIES
 from .model import BuildState, Change, ChangeQueue, Item, MergeState, Result
 from .operator import OperatorCommands
-from .records import RECORD_VERSION, Changes, Record, item_from_record, item_record
+from .records import (RECORD_VERSION, Changes, Record, item_from_record, item_record,
+                      queue_skeleton)
 from .status import item_summary
 from .triggers import pipeline_accepts
 
 MAX_PASSES = 1000
+
+
+@dataclass
+class Delta:
+    """What changed since the last :meth:`Engine.take_delta`, as the store keeps it."""
+
+    items: list[tuple[dict[str, Any], Record]] = field(default_factory=list)
+    """(summary, record) of each live item that changed"""
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    """summaries of the items that left their queue"""
+    queues: list[tuple[str, str, Record | None]] = field(default_factory=list)
+    """(queue id, pipeline, skeleton) of each queue touched; None: the queue is gone"""
+    pipelines: dict[str, Record] = field(default_factory=dict)
+    """``state_record`` of each pipeline touched"""
+    runs: list[tuple[str, str, Record | None]] = field(default_factory=list)
+    """(pipeline, change key as JSON, item record) of last runs; None: forgotten"""
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.finished or self.queues or self.pipelines or self.runs)
+
+
+def run_key(key: tuple) -> str:
+    return json.dumps(list(key))
 
 
 class Engine(OperatorCommands):
@@ -41,6 +67,7 @@ class Engine(OperatorCommands):
         self.managers: dict[str, PipelineManager] = {
             name: self._manager(cfg) for name, cfg in layout.pipelines.items()}
         self.log: list[str] = []
+        self._all_touched = False   # pipelines' state the store has not seen (pause, reconfigure)
 
     def _manager(self, config: PipelineConfig) -> PipelineManager:
         return make_manager(config, self.layout, self.ctx, self.journal)
@@ -59,6 +86,7 @@ class Engine(OperatorCommands):
             return []
         actions: list[Action] = handler(self, event)
         everything = isinstance(event, (ev.ReconfigureRequest, ev.PauseRequest))
+        self._all_touched |= everything
         return actions + self.process(everything=everything)
 
     def process(self, everything: bool = False) -> list[Action]:
@@ -322,7 +350,48 @@ class Engine(OperatorCommands):
                 data, ChangeQueue(data["pipeline"], data["queue"]), changes))
         engine.index.absorb(engine.journal)
         engine.index.take_dirty()   # the store has these already
+        engine.index.take_runs()
         return engine
+
+    def resume(self) -> list[Action]:
+        """After :meth:`from_record`: ask again what was under way (refs being prepared,
+        merges, unfinished builds — see ``PipelineManager.resume``), then walk every
+        queue. The scheduler runs this once, on start."""
+        actions: list[Action] = []
+        for manager in self.managers.values():
+            for item in list(manager.items):
+                actions += manager.resume(item)
+        return actions + self.process(everything=True)
+
+    def take_delta(self) -> Delta:
+        """What changed since the last call (or since :meth:`from_record`), as plain data:
+        the store writes it in one transaction per batch of events."""
+        live, finished = self.index.take_dirty()
+        delta = Delta(items=[(self.summary(i), item_record(i)) for i in live],
+                      finished=[self.summary(i) for i in finished])
+        queues: dict[int, tuple[str, Any]] = {}
+        if self._all_touched:
+            self._all_touched = False
+            for name, manager in self.managers.items():
+                delta.pipelines[name] = manager.state_record()
+                for queue in manager.queues:
+                    queues[id(queue)] = (name, queue)
+        for item in live + finished:
+            queues[id(item.queue)] = (item.pipeline, item.queue)
+        kept: dict[str, set[int]] = {}   # ids of each pipeline's queues, when needed
+        for name, queue in queues.values():
+            manager = self.managers.get(name)
+            if manager is None:
+                continue
+            if name not in delta.pipelines:
+                delta.pipelines[name] = manager.state_record()
+            if not queue.items and name not in kept:
+                kept[name] = {id(q) for q in manager.queues}
+            gone = not queue.items and id(queue) not in kept[name]
+            delta.queues.append((queue.id, name, None if gone else queue_skeleton(queue)))
+        for (pipeline, key), item in self.index.take_runs().items():
+            delta.runs.append((pipeline, run_key(key), item_record(item) if item else None))
+        return delta
 
     # --- views --------------------------------------------------------------------------
 

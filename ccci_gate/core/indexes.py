@@ -10,7 +10,7 @@ right and says which queues must be walked again:
   for a build not here — finished, cancelled, of an old buildset — is ignored);
 - ``last_run``: the last reported item of each ``(pipeline, change key)`` (for
   retest-on-merge and retrigger), the newest ``LAST_RUNS``;
-- ``dirty`` / ``finished``: what the store has not seen yet.
+- ``dirty`` / ``finished`` / ``runs_dirty``: what the store has not seen yet.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Indexes:
         self.last_run: dict[tuple, Item] = {}
         self.dirty: set[str] = set()
         self.finished: list[Item] = []
+        self.runs_dirty: dict[tuple, None] = {}   # last_run keys the store has not seen, in order
         self._held: dict[str, tuple[str, list[str]]] = {}   # item id → what it is indexed by
 
     def absorb(self, journal: Journal) -> dict[int, tuple[str, ChangeQueue]]:
@@ -80,16 +81,29 @@ class Indexes:
         key = (item.pipeline, item.change.key)
         self.last_run.pop(key, None)
         self.last_run[key] = item
+        self._run_changed(key)
         while len(self.last_run) > LAST_RUNS:
-            del self.last_run[next(iter(self.last_run))]
+            oldest = next(iter(self.last_run))
+            del self.last_run[oldest]
+            self._run_changed(oldest)
 
     def forget_runs(self, key: tuple) -> None:
         """A change that merged or closed needs no retest and no rerun."""
         for run in [k for k in self.last_run if k[1] == key]:
             del self.last_run[run]
+            self._run_changed(run)
 
     def take_dirty(self) -> tuple[list[Item], list[Item]]:
         """Items changed since the last call: live ones, and ones that left a queue."""
         finished, self.finished = self.finished, []
         dirty, self.dirty = self.dirty, set()
         return [self.items[i] for i in dirty if i in self.items], finished
+
+    def _run_changed(self, key: tuple) -> None:
+        self.runs_dirty.pop(key, None)
+        self.runs_dirty[key] = None
+
+    def take_runs(self) -> dict[tuple, Item | None]:
+        """``last_run`` entries changed since the last call (None: forgotten)."""
+        keys, self.runs_dirty = self.runs_dirty, {}
+        return {key: self.last_run.get(key) for key in keys}

@@ -4,7 +4,9 @@ A **record** is made of dicts, lists, strings, numbers, booleans and ``None`` on
 it can be written as JSON and read back. ``Engine.to_record()`` collects one per
 pipeline (``PipelineManager.to_record``: its queues, items, buildsets and builds, and
 what the manager keeps beside them, like the batching state) plus the last reported
-runs; ``Engine.from_record(layout, record)`` rebuilds an engine that carries on exactly
+runs; ``Engine.take_delta()`` gives what changed since it was last asked, the way the
+store keeps it (each item on its own row, queues naming their items by id, each
+pipeline's own state apart: ``state_record``); ``Engine.from_record(layout, record)`` rebuilds an engine that carries on exactly
 where the recorded one was. What every walk recomputes (the refs items should hold) is
 not recorded.
 
@@ -116,6 +118,19 @@ def queue_record(queue: ChangeQueue) -> Record:
     return {"pipeline": queue.pipeline, "name": queue.name, "window": queue.window,
             "id": queue.id, "merged": [change_record(c) for c in queue.merged],
             "items": [item_record(i) for i in queue.items]}
+
+
+def queue_skeleton(queue: ChangeQueue) -> Record:
+    """A queue record naming its items by id (the store saves items on their own rows;
+    :func:`queue_with_items` puts them back)."""
+    return {"pipeline": queue.pipeline, "name": queue.name, "window": queue.window,
+            "id": queue.id, "merged": [change_record(c) for c in queue.merged],
+            "items": [i.id for i in queue.items]}
+
+
+def queue_with_items(skeleton: Record, items: dict[str, Record]) -> Record:
+    """The :func:`queue_record` a skeleton stands for (items not in ``items`` dropped)."""
+    return {**skeleton, "items": [items[i] for i in skeleton["items"] if i in items]}
 
 
 def queue_from_record(data: Record, changes: Changes) -> ChangeQueue:

@@ -89,7 +89,11 @@ class PipelineManager(BuildRunner):
 
     def to_record(self) -> Record:
         """This pipeline's state as plain data (see ``core/records.py``)."""
-        return {"paused": self.paused, "queues": [queue_record(q) for q in self.queues]}
+        return {**self.state_record(), "queues": [queue_record(q) for q in self.queues]}
+
+    def state_record(self) -> Record:
+        """What the pipeline keeps beside its queues (the store saves it apart from them)."""
+        return {"paused": self.paused}
 
     def restore(self, record: Record, changes: Changes) -> list[Item]:
         """Take the state of ``to_record`` back; returns the items restored."""
@@ -101,6 +105,20 @@ class PipelineManager(BuildRunner):
         """Take over the queues of the manager this one replaces (reconfiguration)."""
         self.queues = previous.queues
         self.paused = previous.paused
+
+    def resume(self, item: Item) -> list[Action]:
+        """After a restore: ask again what the previous incarnation asked and whose
+        answer died with it — the speculative ref being prepared, the merge under way,
+        the builds not finished (submitted again under the same build id, so a Gearman
+        server that still has the job runs it once)."""
+        bs = item.buildset
+        actions: list[Action] = []
+        if bs is not None and bs.merge_state is MergeState.PREPARING:
+            actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
+        if bs is not None and bs.merge_state is MergeState.READY:
+            for build in list(bs.running()):
+                actions += self.start(item, build)
+        return actions
 
     # --- enqueue / dequeue ------------------------------------------------------------
 

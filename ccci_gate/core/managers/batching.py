@@ -56,8 +56,8 @@ class BatchingManager(DependentManager):
         if isinstance(previous, BatchingManager):
             self.batches = previous.batches
 
-    def to_record(self) -> Record:
-        return {**super().to_record(), "batching": self.batches.to_record(change_record)}
+    def state_record(self) -> Record:
+        return {**super().state_record(), "batching": self.batches.to_record(change_record)}
 
     def restore(self, record: Record, changes: Changes) -> list[Item]:
         items = super().restore(record, changes)
@@ -371,11 +371,13 @@ class BatchingManager(DependentManager):
         merged, proven = item.queue.merged, self._m(item).proven
         return bool(proven) and all(c in merged for c in proven[:-1])
 
+    def merge_commit(self, item: Item) -> str | None:
+        return self._m(item).proven_commit or super().merge_commit(item)
+
     def finish(self, item: Item) -> list[Action]:
         if item.result is Result.SUCCESS and item.state is ItemState.COMPLETE:
             self._observe(False)
-            commit = self._m(item).proven_commit or (item.buildset.commit if item.buildset else None)
-            return self.request_merge(item, commit)
+            return self.request_merge(item, self.merge_commit(item))
         aside = self._m(item).aside
         if aside and aside in self.groups:
             del self.groups[aside]

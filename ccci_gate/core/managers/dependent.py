@@ -107,6 +107,19 @@ class DependentManager(PipelineManager):
         return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
                             branch=item.change.branch, triggers=self.config.triggers)]
 
+    def resume(self, item: Item) -> list[Action]:
+        """A merge asked for before the restart is asked again (merging a change the
+        source merged already is a no-op for the git source; see doc/operating.md)."""
+        actions = super().resume(item)
+        if item.state is ItemState.MERGING:
+            actions.append(MergeChange(item.id, item.change, item.change.sha,
+                                       commit=self.merge_commit(item), branch=item.change.branch))
+        return actions
+
+    def merge_commit(self, item: Item) -> str | None:
+        """The tested commit a merge of ``item`` pushes."""
+        return item.buildset.commit if item.buildset else None
+
     def merged(self, item: Item) -> None:
         """The source merged the head's change."""
         if item.state is ItemState.MERGING:
