@@ -175,14 +175,17 @@ class Scheduler:
                 self._restored, "the gatekeeper restarted and could not restore it")
             if closed:
                 log.warning("%d open items in the store could not be restored", closed)
+        running = set(self.engine.index.builds)
         actions = self.engine.resume()
         starts = [a for a in actions if isinstance(a, act.StartBuild)]
+        same = sum(1 for a in starts if a.build_id in running)
         if starts:
             before_builds(starts)
         self.execute(actions)
         self.persist()
         self.publish()
-        log.info("restored %d items; %d builds submitted again", len(self._restored), len(starts))
+        log.info("restored %d items; %d builds submitted again, %d of them under their own id"
+                 " (started before the restart)", len(self._restored), len(starts), same)
         return len(self._restored)
 
     def start(self, resume: Callable[[], Any] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 A real ``ccci-gate serve`` process (embedded Gearman server, SQLite, git merger, the
 Gitea driver talking to the fake Gitea that checks every request against Gitea's API
-description) and a separate ``ccci-gate worker`` process run 30 pull requests: 20
+description; or gearmand, which outlives the gatekeeper) and a separate
+``ccci-gate worker`` process run 30 pull requests: 20
 ``!testme`` (check) and 10 ``!gate`` (gate, merged through Gitea), two shell jobs each
 that sleep a little. Mid-run the gatekeeper is stopped — SIGTERM, or SIGKILL — and
 started again on the same state directory. Then: all 30 finish, none is reported twice
@@ -88,14 +89,15 @@ def free_port() -> int:
 class Gatekeeper:
     """``ccci-gate serve`` in its own process, on fixed ports across restarts."""
 
-    def __init__(self, tmp: Path, fake: FakeGitea):
+    def __init__(self, tmp: Path, fake: FakeGitea, gearmand: int | None = None):
         self.tmp = tmp
-        self.web_port, self.gearman_port = free_port(), free_port()
+        self.web_port, self.gearman_port = free_port(), gearmand or free_port()
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.config = tmp / "ccci-gate.yaml"
+        where = ({"gearman": [f"127.0.0.1:{gearmand}"]} if gearmand else
+                 {"gearman-listen": f"127.0.0.1:{self.gearman_port}"})
         self.config.write_text(json.dumps({
-            "state-dir": str(tmp / "state"), "listen": f"127.0.0.1:{self.web_port}",
-            "gearman-listen": f"127.0.0.1:{self.gearman_port}",
+            "state-dir": str(tmp / "state"), "listen": f"127.0.0.1:{self.web_port}", **where,
             "layout": [str(tmp / "layouts"), str(tmp / "jobs")], "jobs-dir": str(tmp / "jobs"),
             "repos": str(tmp / "repos"), "worker": {"enabled": False},
             "connections": {"gitea": {"driver": "gitea", "url": fake.url, "token": fake.token,
@@ -155,7 +157,14 @@ def comment(gk: Gatekeeper, number: int, text: str) -> None:
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, request):
+    gearmand = None
+    if request.param == "gearmand":      # a Gearman server that outlives the gatekeeper
+        port = free_port()
+        gearmand = subprocess.Popen([request.getfixturevalue("gearmand_bin"), "-L", "127.0.0.1",
+                                     "-p", str(port), "--log-file", "none"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "gearmand")
     fake = FakeGitea().start()
     fake.members.add(("example", "alice"))
     repo = make_repo(tmp_path / "repos", REPO, {n: {f"f{n}.txt": f"{n}\n"} for n in range(1, 31)})
@@ -168,7 +177,7 @@ def world(tmp_path):
     nap = tmp_path / "jobs" / "scripts" / "nap.sh"
     nap.write_text("#!/bin/sh\nsleep 0.4\necho ok\n")
     nap.chmod(0o755)
-    gk = Gatekeeper(tmp_path, fake)
+    gk = Gatekeeper(tmp_path, fake, gearmand=port if gearmand else None)
     gk.start()
     worker = subprocess.Popen(
         [sys.executable, "-m", "ccci_gate.cli", "worker", "--gearman",
@@ -178,7 +187,7 @@ def world(tmp_path):
         start_new_session=True)
     gk.wait_for_worker()
     yield gk, fake, repo
-    for proc in (worker, gk.proc):
+    for proc in (worker, gk.proc, gearmand):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
@@ -197,7 +206,9 @@ def final_writes(fake: FakeGitea) -> tuple[Counter, Counter, Counter]:
     return pending, final, comments
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("world,sig", [("embedded", signal.SIGTERM), ("embedded", signal.SIGKILL),
+                                       ("gearmand", signal.SIGKILL)],
+                         ids=["SIGTERM", "SIGKILL", "SIGKILL-gearmand"], indirect=["world"])
 def test_a_restart_mid_run_loses_nothing_and_reports_each_item_once(world, sig):
     gk, fake, repo = world
     for n in CHECK:

@@ -83,20 +83,21 @@ def test_pause_and_the_retest_on_merge_memory_survive(tmp_path):
 def test_resume_asks_again_what_was_under_way(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     g = SavingGate(store, gate_layout(jobs=("build", "test"), retest=True))
+    g.enqueue(1, 2)
+    g.finish(1, "build")                  # 1's test and 2's build under way...
+    started = g.builds[(1, "test")]
+    g.send(ev.BuildStarted(started, worker="w1"))   # ... and 1's test taken by a worker
     g.hold_refs = True
-    g.enqueue(1, 2)                       # refs being prepared
-    g.release_refs()
-    g.hold_refs = False
-    g.finish(1, "build")                  # 1's test and 2's build running
+    g.enqueue(3)                          # 3's ref being prepared
     engine = restored(store, g)
     actions = engine.resume()
-    starts = sorted(a.build_id for a in actions if isinstance(a, act.StartBuild))
-    running = sorted(b.id for i in g.engine.managers["gate"].items
-                     for b in i.buildset.running())
-    assert starts == running and len(running) == 2      # same build ids: Gearman merges them
+    starts = {a.build_id for a in actions if isinstance(a, act.StartBuild)}
+    assert started in starts              # the same id: gearmand merges it with the running job
+    assert g.builds[(2, "build")] not in starts and len(starts) == 2   # a queued one: a new id
+    assert [a.changes[-1].number for a in actions if isinstance(a, act.PrepareRef)] == [3]
     assert not [a for a in actions if isinstance(a, (act.Report, act.CancelBuild))]
     states = {i.change.number: i.state for i in engine.managers["gate"].items}
-    assert states == {1: ItemState.TESTING, 2: ItemState.TESTING}
+    assert states == {1: ItemState.TESTING, 2: ItemState.TESTING, 3: ItemState.TESTING}
 
 
 def test_store_rows_of_items_that_cannot_be_restored_are_closed(tmp_path):

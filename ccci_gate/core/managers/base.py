@@ -17,7 +17,8 @@ from typing import Iterable
 from ..actions import Action, PrepareRef, Report
 from ..jobgraph import JobGraph
 from ..layout import Layout, PipelineConfig
-from ..model import BuildSet, Change, ChangeQueue, Item, ItemState, MergeState, Result
+from ..model import (Build, BuildSet, BuildState, Change, ChangeQueue, Item, ItemState,
+                     MergeState, Result)
 from ..records import Changes, Record, queue_from_record, queue_record
 from ..status import item_summary
 from .builds import BuildRunner
@@ -109,14 +110,20 @@ class PipelineManager(BuildRunner):
     def resume(self, item: Item) -> list[Action]:
         """After a restore: ask again what the previous incarnation asked and whose
         answer died with it — the speculative ref being prepared, the merge under way,
-        the builds not finished (submitted again under the same build id, so a Gearman
-        server that still has the job runs it once)."""
+        the builds not finished. A build a worker had started is submitted again under
+        its own id (gearmand merges that with the job still running: it runs once); one
+        still queued gets a new id (gearmand drops a queued job whose client left, and
+        would drop a resubmission merged with it too)."""
         bs = item.buildset
         actions: list[Action] = []
         if bs is not None and bs.merge_state is MergeState.PREPARING:
             actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
         if bs is not None and bs.merge_state is MergeState.READY:
             for build in list(bs.running()):
+                if build.state is BuildState.QUEUED:
+                    build = bs.builds[build.job] = Build(
+                        build.job, bs.id, attempt=build.attempt, voting=build.voting,
+                        enqueued_at=self.ctx.clock())
                 actions += self.start(item, build)
         return actions
 
