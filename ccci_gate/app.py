@@ -22,6 +22,7 @@ from .core.layout import Layout
 from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
+from .handoff import HANDOFF_GRACE, HandoffDispatcher, ResultHandoff
 from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
@@ -93,8 +94,9 @@ class Gatekeeper:
         self.reporters = {**self.connections.reporters, "log": _LogReporter()}
         self._unconfigured_said: set[str] = set()
         _quiet_per_report_warnings()
+        self.handoff = ResultHandoff(self.admin_token, web_url, self._emit)
         self.scheduler = Scheduler(
-            self.engine, self.merger, self.dispatcher, self.store,
+            self.engine, self.merger, HandoffDispatcher(self.dispatcher, self.handoff), self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
@@ -111,6 +113,7 @@ class Gatekeeper:
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)
+        self.handoff.register(self.router)
         self.worker: WorkerDaemon | None = None
         if settings.worker_enabled:
             self.worker = WorkerDaemon(
@@ -136,24 +139,25 @@ class Gatekeeper:
         return Engine(self.layout, zuul_url=zuul_url, web_url=web_url), False
 
     def _resume(self) -> None:
-        self.scheduler.resume(before_builds=self._wait_for_workers)
+        self.scheduler.resume(wait=self._wait_for_workers)
 
-    def _wait_for_workers(self, starts: list[Any], timeout: float = RESUME_WAIT) -> None:
-        """Before resubmitting the builds of the previous incarnation, give workers up to
-        ``timeout`` seconds to (re-)register their functions."""
-        functions = {a.function for a in starts}
-        deadline = time.monotonic() + timeout
+    def _wait_for_workers(self, functions: set[str], timeout: float = RESUME_WAIT) -> None:
+        """Before resubmitting the builds of the previous incarnation: give workers up to
+        ``timeout`` seconds to (re-)register ``functions``, and at least
+        ``HANDOFF_GRACE`` to hand over the results of builds that ended meanwhile."""
+        start = time.monotonic()
         missing = functions
-        while time.monotonic() < deadline:
+        while time.monotonic() - start < timeout:
             known: dict[str, int] = {}
             for server in self.servers:
                 for name, count in registered_workers(server).items():
                     known[name] = known.get(name, 0) + count
             missing = {f for f in functions if known.get(f, 0) < 1}
-            if not missing:
+            if not missing and time.monotonic() - start >= HANDOFF_GRACE:
                 return
             time.sleep(0.2)
-        log.warning("resuming without a worker for %s", ", ".join(sorted(missing)))
+        if missing:
+            log.warning("resuming without a worker for %s", ", ".join(sorted(missing)))
 
     def _emit(self, event: Any) -> None:
         self.scheduler.put(event)

@@ -161,32 +161,46 @@ class Scheduler:
                 return count
             count += self._handle_batch(batch)
 
-    def resume(self, before_builds: Callable[[list[act.StartBuild]], None] = lambda starts: None
-               ) -> int:
-        """After a restart (an engine made by ``Engine.from_record``), before
-        :meth:`start`: ask again what the previous incarnation had under way
-        (``Engine.resume``). ``before_builds`` may wait for workers to register again
-        before the builds are submitted. Reports of restored items are sent once: a
-        driver that has one on record for the item and phase is skipped. Returns how
-        many items were restored."""
+    def resume(self, wait: Callable[[set[str]], None] = lambda functions: None) -> int:
+        """After a restart (an engine made by ``Engine.from_record``), first thing on the
+        scheduler thread: ask again what the previous incarnation had under way
+        (``Engine.resume``). If builds were running, ``wait(functions)`` first — workers
+        register again, results are handed over HTTP (``handoff.py``) — and the events
+        that arrived meanwhile are handled: a build they complete is not run again.
+        Reports of restored items are sent once: a driver that has one on record for the
+        item and phase is skipped. Returns how many items were restored."""
         self._restored = set(self.engine.index.items)
+        under_way = self.engine.under_way()
         if self.store is not None:
             closed = self.store.close_unrestored(
                 self._restored, "the gatekeeper restarted and could not restore it")
             if closed:
                 log.warning("%d open items in the store could not be restored", closed)
-        running = set(self.engine.index.builds)
-        actions = self.engine.resume()
+        running = dict(self.engine.index.builds)
+        if running:
+            wait({item.buildset.graph.job(build.job).function
+                  for item, build in running.values() if item.buildset is not None})
+            self._drain()
+        finished = len(set(running) - set(self.engine.index.builds))
+        actions = self.engine.resume(under_way)
         starts = [a for a in actions if isinstance(a, act.StartBuild)]
         same = sum(1 for a in starts if a.build_id in running)
-        if starts:
-            before_builds(starts)
         self.execute(actions)
         self.persist()
         self.publish()
-        log.info("restored %d items; %d builds submitted again, %d of them under their own id"
-                 " (started before the restart)", len(self._restored), len(starts), same)
+        log.info("restored %d items; of %d builds under way, %d finished meanwhile, %d "
+                 "submitted again (%d under their own id)", len(self._restored), len(running),
+                 finished, len(starts), same)
         return len(self._restored)
+
+    def _drain(self) -> None:
+        """Handle what is queued now (a stop request stays queued for the loop)."""
+        batch = [e for e in self._take(block=False)]
+        if batch and batch[-1] is None:
+            self.events.put(None)
+            batch = batch[:-1]
+        if batch:
+            self._handle_batch(batch)
 
     def start(self, resume: Callable[[], Any] | None = None) -> None:
         """Start the scheduler thread; ``resume`` (e.g. ``lambda: self.resume(...)``)

@@ -15,13 +15,14 @@ recovers (:meth:`load_record`, the argument of ``Engine.from_record``):
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from .core.records import RECORD_VERSION, queue_with_items
@@ -158,21 +159,16 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO last_runs VALUES (?,?,?,?)", runs)
             db.executemany("DELETE FROM last_runs WHERE pipeline = ? AND key = ?", forgot)
 
-    def _transaction(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                store._db.execute("BEGIN")
-                return store._db
-
-            def __exit__(self, kind, *_):
-                try:
-                    store._db.execute("ROLLBACK" if kind else "COMMIT")
-                finally:
-                    store._lock.release()
-        return _Tx()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     @staticmethod
     def _write_items(db: sqlite3.Connection, item_rows: list, bs_rows: list,
@@ -261,7 +257,8 @@ class Store:
         return json.loads(rows[0]["summary"]) if rows else None
 
     def open_items(self) -> list[dict[str, Any]]:
-        """Snapshots of items that were still queued (what a restart recovers)."""
+        """Summaries of the items still in a queue, as last saved (a restart restores
+        them from :meth:`load_record`)."""
         return [json.loads(r["summary"]) for r in
                 self._rows("SELECT summary FROM items WHERE finished_at IS NULL ORDER BY enqueued_at")]
 

@@ -18,7 +18,7 @@ from .indexes import Indexes
 from .layout import Layout, PipelineConfig
 from .managers import Journal, ManagerContext, PipelineManager, make_manager
 from .managers.base import MERGE_RETRIES
-from .model import BuildState, Change, ChangeQueue, Item, MergeState, Result
+from .model import BuildState, Change, ChangeQueue, Item, ItemState, MergeState, Result
 from .operator import OperatorCommands
 from .records import (RECORD_VERSION, Changes, Record, item_from_record, item_record,
                       queue_skeleton)
@@ -353,14 +353,30 @@ class Engine(OperatorCommands):
         engine.index.take_runs()
         return engine
 
-    def resume(self) -> list[Action]:
-        """After :meth:`from_record`: ask again what was under way (refs being prepared,
-        merges, unfinished builds — see ``PipelineManager.resume``), then walk every
-        queue. The scheduler runs this once, on start."""
+    def under_way(self) -> set[str]:
+        """Ids of what was asked of the outside world and not answered yet: buildsets
+        being prepared, builds without a result, items being merged. Taken right after
+        :meth:`from_record`, it is what :meth:`resume` asks again."""
+        ids: set[str] = set(self.index.builds)
+        for item in self.index.items.values():
+            if item.buildset is not None and item.buildset.merge_state is MergeState.PREPARING:
+                ids.add(item.buildset.id)
+            if item.state is ItemState.MERGING:
+                ids.add(item.id)
+        return ids
+
+    def resume(self, under_way: set[str] | None = None) -> list[Action]:
+        """After :meth:`from_record`: ask again what the previous incarnation had under
+        way (``under_way``, by default all of it now: refs being prepared, merges,
+        builds without a result — see ``PipelineManager.resume``), then walk every
+        queue. The scheduler runs this once, on start, maybe after handling the events
+        that arrived meanwhile (results handed over HTTP answer some of it)."""
+        if under_way is None:
+            under_way = self.under_way()
         actions: list[Action] = []
         for manager in self.managers.values():
             for item in list(manager.items):
-                actions += manager.resume(item)
+                actions += manager.resume(item, under_way)
         return actions + self.process(everything=True)
 
     def take_delta(self) -> Delta:

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 from ..core.layout import JobConfig
 from ..gearman.worker import BuildRequest, GearmanWorker
 from ..pki import TlsFiles
+from .handoff import hand_over
 from .kinds import BuildContext, get_kind
 from .workspace import WorkspaceError, prepare_workspace
 
@@ -161,6 +162,7 @@ class WorkerDaemon:
                     result = "ERROR"
                 if stop.is_set() and result not in ("TIMED_OUT",):
                     result = "ABORTED"
+            hand_over(params, request.build_id, result)   # also by HTTP (worker/handoff.py)
             stream.write(f"result: {result}\n")
             stream.flush()
             request.complete(result)

@@ -12,7 +12,7 @@ engine keeps the indexes. Pure: no I/O.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Collection, Iterable
 
 from ..actions import Action, PrepareRef, Report
 from ..jobgraph import JobGraph
@@ -107,19 +107,22 @@ class PipelineManager(BuildRunner):
         self.queues = previous.queues
         self.paused = previous.paused
 
-    def resume(self, item: Item) -> list[Action]:
+    def resume(self, item: Item, under_way: Collection[str]) -> list[Action]:
         """After a restore: ask again what the previous incarnation asked and whose
-        answer died with it — the speculative ref being prepared, the merge under way,
-        the builds not finished. A build a worker had started is submitted again under
-        its own id (gearmand merges that with the job still running: it runs once); one
-        still queued gets a new id (gearmand drops a queued job whose client left, and
-        would drop a resubmission merged with it too)."""
+        answer died with it (``under_way``: ids of the buildsets, builds and items it
+        had asked for, see ``Engine.under_way``) — the speculative ref being prepared,
+        the merge under way, the builds without a result. A build a worker had started
+        is submitted again under its own id (gearmand merges that with the job still
+        running: it runs once); one still queued gets a new id (gearmand drops a queued
+        job whose client left, and would drop a resubmission merged with it too)."""
         bs = item.buildset
         actions: list[Action] = []
-        if bs is not None and bs.merge_state is MergeState.PREPARING:
+        if bs is None:
+            return actions
+        if bs.merge_state is MergeState.PREPARING and bs.id in under_way:
             actions.append(PrepareRef(bs.id, item.change.project, item.change.branch, bs.changes))
-        if bs is not None and bs.merge_state is MergeState.READY:
-            for build in list(bs.running()):
+        if bs.merge_state is MergeState.READY:
+            for build in [b for b in bs.running() if b.id in under_way]:
                 if build.state is BuildState.QUEUED:
                     build = bs.builds[build.job] = Build(
                         build.job, bs.id, attempt=build.attempt, voting=build.voting,

@@ -16,6 +16,8 @@ merge and is divided by ``decrease-factor`` (not below ``floor``) when the head 
 """
 from __future__ import annotations
 
+from typing import Collection
+
 from ..actions import Action, MergeChange
 from ..model import Change, ChangeQueue, Item, ItemState, MergeState, Result
 from .base import PipelineManager
@@ -107,11 +109,11 @@ class DependentManager(PipelineManager):
         return [MergeChange(item.id, item.change, item.change.sha, commit=commit,
                             branch=item.change.branch, triggers=self.config.triggers)]
 
-    def resume(self, item: Item) -> list[Action]:
+    def resume(self, item: Item, under_way: Collection[str]) -> list[Action]:
         """A merge asked for before the restart is asked again (merging a change the
         source merged already is a no-op for the git source; see doc/operating.md)."""
-        actions = super().resume(item)
-        if item.state is ItemState.MERGING:
+        actions = super().resume(item, under_way)
+        if item.state is ItemState.MERGING and item.id in under_way:
             actions.append(MergeChange(item.id, item.change, item.change.sha,
                                        commit=self.merge_commit(item), branch=item.change.branch))
         return actions

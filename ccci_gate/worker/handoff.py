@@ -1,0 +1,52 @@
+"""The worker's side of ``ccci_gate/handoff.py``: hand a build's verdict to the
+gatekeeper over HTTP too, by build id, so a result that finds no Gearman client (the
+gatekeeper restarting) is not lost and the build does not run again.
+
+Posted from a thread of its own, retried every ``INTERVAL`` seconds while the gatekeeper
+does not answer, for up to ``RETRY_FOR``. Only verdicts: a build aborted (stopped, or
+lost with its connection) is the gatekeeper's to retry, not a result to hand over.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Mapping
+
+import requests
+
+log = logging.getLogger("ccci_gate.worker.handoff")
+
+INTERVAL = 1.0
+RETRY_FOR = 600.0
+NOT_VERDICTS = ("ABORTED", "CANCELED")
+
+
+def hand_over(params: Mapping[str, str], build_id: str, result: str | None,
+              retry_for: float = RETRY_FOR) -> threading.Thread | None:
+    """Start handing ``result`` over, when the build says where; the thread, or None."""
+    url, token = params.get("CCCI_RESULT_URL"), params.get("CCCI_RESULT_TOKEN")
+    if not url or not token or not result or result in NOT_VERDICTS:
+        return None
+    thread = threading.Thread(target=deliver, args=(url, token, build_id, result, retry_for),
+                              name=f"handoff-{build_id[:8]}", daemon=True)
+    thread.start()
+    return thread
+
+
+def deliver(url: str, token: str, build_id: str, result: str,
+            retry_for: float = RETRY_FOR) -> int | None:
+    """POST until the gatekeeper answers (any status below 500); that status, or None."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            response = requests.post(url, json={"result": result}, timeout=10,
+                                     headers={"Authorization": f"Bearer {token}"})
+            if response.status_code < 500:
+                return response.status_code
+        except requests.RequestException:
+            pass
+        if time.monotonic() >= deadline:
+            log.warning("could not hand the result of build %s to %s", build_id, url)
+            return None
+        time.sleep(INTERVAL)
