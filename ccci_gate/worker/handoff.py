@@ -3,8 +3,10 @@ gatekeeper over HTTP too, by build id, so a result that finds no Gearman client 
 gatekeeper restarting) is not lost and the build does not run again.
 
 Posted from a thread of its own, retried every ``INTERVAL`` seconds while the gatekeeper
-does not answer, for up to ``RETRY_FOR``. Only verdicts: a build aborted (stopped, or
-lost with its connection) is the gatekeeper's to retry, not a result to hand over.
+does not answer, for up to ``RETRY_FOR``. Only verdicts on the change: a build aborted
+(stopped, or lost with its connection) or ending in ``ERROR`` (the worker's own fault —
+also what a build gets when its log stream dies with the connection) is the gatekeeper's
+to retry, not a result to hand over.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ log = logging.getLogger("ccci_gate.worker.handoff")
 
 INTERVAL = 1.0
 RETRY_FOR = 600.0
-NOT_VERDICTS = ("ABORTED", "CANCELED")
+NOT_VERDICTS = ("ABORTED", "CANCELED", "ERROR")   # stopped, lost, or the worker's own fault
 
 
 def hand_over(params: Mapping[str, str], build_id: str, result: str | None,
