@@ -8,7 +8,7 @@ written from plain data (``core.status`` summaries, and the ``core.records`` rec
 ``Engine.take_delta``) — the store never sees live model objects. What a restart
 recovers (:meth:`load_record`, the argument of ``Engine.from_record``):
 
-- each live item's record, in its ``items`` row (``record``; NULL once it finished);
+- each live item's record (``live_items``; the row goes when the item finishes);
 - each queue, naming its items by id in order (``queues``, in creation order);
 - each pipeline's own state: paused, batching groups (``pipelines``);
 - the last reported run of each change, for retest-on-merge and retrigger (``last_runs``).
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS builds (
     log_url TEXT, enqueued_at REAL, started_at REAL, finished_at REAL, message TEXT
 );
 CREATE INDEX IF NOT EXISTS builds_item ON builds (item_id);
+CREATE TABLE IF NOT EXISTS live_items (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL
 );
@@ -82,13 +83,11 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA cache_size=-32000")   # KiB: the live rows stay cached
             self._db.executescript(SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
-            if "record" not in columns:   # a store from before restarts were recovered
-                self._db.execute("ALTER TABLE items ADD COLUMN record TEXT")
             top = self._db.execute("SELECT MAX(seq) FROM (SELECT seq FROM queues UNION ALL"
                                    " SELECT seq FROM last_runs)").fetchone()[0]
         self._seq = itertools.count((top or 0) + 1)
-        self._written: dict[Any, str] = {}   # queue and pipeline rows as last written
+        self._written: dict[Any, Any] = {}   # queue and pipeline rows as last written
+        self._live: set[str] = set()   # live items whose ``items`` row this store wrote
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -122,36 +121,52 @@ class Store:
 
         ``finished`` marks them as out of every queue (reported or dequeued).
         """
-        rows = self._item_rows([(s, None) for s in summaries], finished)
+        rows = self._item_rows(summaries, finished)
         if rows[0]:
             with self._transaction() as db:
                 self._write_items(db, *rows)
 
     def save_delta(self, delta: "Delta") -> None:
-        """Write what the engine changed (``Engine.take_delta``) in one transaction."""
-        live = self._item_rows(delta.items, False)
-        done = self._item_rows([(s, None) for s in delta.finished], True)
+        """Write what the engine changed (``Engine.take_delta``) in one transaction.
+
+        An item's ``items`` row (with its summary) is written whole when this store first
+        sees the item and when it finishes; in between only its state, result and
+        message change there, and its record in ``live_items``. Queue and pipeline rows
+        are written only when they changed."""
+        fresh = [(s, r) for s, r in delta.items if s["item_id"] not in self._live]
+        known = [s for s, _r in delta.items if s["item_id"] in self._live]
+        self._live.update(s["item_id"] for s, _r in fresh)
+        self._live.difference_update(s["item_id"] for s in delta.finished)
+        new_rows = self._item_rows([s for s, _r in fresh], False)
+        _, bs_known, builds_known = self._item_rows(known, False, whole=False)
+        updates = [(s["state"], s["result"], s.get("message") or s.get("failing_reason") or "",
+                    s["item_id"]) for s in known]
+        records = [(s["item_id"], _encode(r)) for s, r in delta.items]
+        done = self._item_rows(delta.finished, True)
         queues, gone = [], []
-        for qid, name, skel in delta.queues:   # (rows written only when they changed)
+        for qid, name, skel in delta.queues:
             if skel is None:
                 gone.append((qid,))
                 self._written.pop(qid, None)
-                continue
-            text = _encode(skel)
-            if self._written.get(qid) != text:
-                self._written[qid] = text
-                queues.append((qid, name, next(self._seq), text))
+            elif self._written.get(qid) != skel:
+                self._written[qid] = skel
+                queues.append((qid, name, next(self._seq), _encode(skel)))
         pipelines = []
         for name, state in delta.pipelines.items():
-            text = _encode(state)
-            if self._written.get(("pipeline", name)) != text:
-                self._written[("pipeline", name)] = text
-                pipelines.append((name, text))
+            if self._written.get(("pipeline", name)) != state:
+                self._written[("pipeline", name)] = state
+                pipelines.append((name, _encode(state)))
         runs = [(p, k, next(self._seq), _encode(r)) for p, k, r in delta.runs if r is not None]
         forgot = [(p, k) for p, k, r in delta.runs if r is None]
         with self._transaction() as db:
-            self._write_items(db, *live)
+            self._write_items(db, *new_rows)
+            db.executemany("UPDATE items SET state = ?, result = ?, message = ? WHERE id = ?",
+                           updates)
+            self._write_items(db, [], bs_known, builds_known)
             self._write_items(db, *done)
+            db.executemany("INSERT OR REPLACE INTO live_items VALUES (?,?)", records)
+            db.executemany("DELETE FROM live_items WHERE id = ?",
+                           [(s["item_id"],) for s in delta.finished])
             db.executemany("INSERT INTO queues VALUES (?,?,?,?) ON CONFLICT (id) DO UPDATE"
                            " SET record = excluded.record", queues)
             db.executemany("DELETE FROM queues WHERE id = ?", gone)
@@ -173,25 +188,26 @@ class Store:
     @staticmethod
     def _write_items(db: sqlite3.Connection, item_rows: list, bs_rows: list,
                      build_rows: list) -> None:
-        db.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        db.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        item_rows)
         db.executemany("INSERT OR REPLACE INTO buildsets VALUES (?,?,?,?,?,?)", bs_rows)
         db.executemany("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        build_rows)
 
     @staticmethod
-    def _item_rows(pairs: Iterable[tuple[Mapping[str, Any], Any]], finished: bool
+    def _item_rows(summaries: Iterable[Mapping[str, Any]], finished: bool, whole: bool = True
                    ) -> tuple[list, list, list]:
+        """Rows of ``items`` (unless not ``whole``), ``buildsets`` and ``builds``."""
         now = time.time()
         item_rows, bs_rows, build_rows = [], [], []
-        for s, record in pairs:
+        for s in summaries:
             c = s["change"]
-            item_rows.append((s["item_id"], s["pipeline"], c["project"], c["number"], c["patchset"],
-                              c["ref"], c["branch"], c["sha"], s["state"], s["result"],
-                              int(bool(s["quick"])), s["enqueued_at"], now if finished else None,
-                              s.get("message") or s.get("failing_reason") or "",
-                              _encode(s),
-                              None if record is None else _encode(record)))
+            if whole:
+                item_rows.append((s["item_id"], s["pipeline"], c["project"], c["number"],
+                                  c["patchset"], c["ref"], c["branch"], c["sha"], s["state"],
+                                  s["result"], int(bool(s["quick"])), s["enqueued_at"],
+                                  now if finished else None,
+                                  s.get("message") or s.get("failing_reason") or "", _encode(s)))
             bs = s["buildset"]
             if bs["id"]:
                 bs_rows.append((bs["id"], s["item_id"], bs["ref"], bs["commit"], bs["merge_state"],
@@ -208,19 +224,19 @@ class Store:
         """Mark open items not in ``keep`` finished (their state could not be restored:
         a store from before restarts were recovered, or a pipeline gone); how many."""
         keep = set(keep)
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM items WHERE finished_at IS NULL")
-                   if r[0] not in keep]
-            self._db.executemany("UPDATE items SET finished_at = ?, state = 'DEQUEUED', message = ?,"
-                                 " record = NULL WHERE id = ?",
-                                 [(time.time(), message, i) for i in ids])
+        with self._transaction() as db:
+            ids = [(i,) for (i,) in db.execute("SELECT id FROM items WHERE finished_at IS NULL")
+                   if i not in keep]
+            db.executemany("UPDATE items SET finished_at = ?, state = 'DEQUEUED', message = ?"
+                           " WHERE id = ?", [(time.time(), message, i) for (i,) in ids])
+            db.executemany("DELETE FROM live_items WHERE id = ?", ids)
         return len(ids)
 
     def load_record(self) -> dict[str, Any] | None:
         """The engine record (``Engine.from_record``) of what was saved, or None when
         nothing was."""
-        items = {r["id"]: json.loads(r["record"]) for r in self._rows(
-            "SELECT id, record FROM items WHERE finished_at IS NULL AND record IS NOT NULL")}
+        items = {r["id"]: json.loads(r["record"])
+                 for r in self._rows("SELECT id, record FROM live_items")}
         pipelines: dict[str, dict[str, Any]] = {
             r["name"]: {**json.loads(r["record"]), "queues": []}
             for r in self._rows("SELECT name, record FROM pipelines")}
@@ -257,8 +273,9 @@ class Store:
         return json.loads(rows[0]["summary"]) if rows else None
 
     def open_items(self) -> list[dict[str, Any]]:
-        """Summaries of the items still in a queue, as last saved (a restart restores
-        them from :meth:`load_record`)."""
+        """Summaries of the items still in a queue, as first saved (their state, result
+        and message columns are current; the status API reads live items from the
+        scheduler's snapshots; a restart restores them from :meth:`load_record`)."""
         return [json.loads(r["summary"]) for r in
                 self._rows("SELECT summary FROM items WHERE finished_at IS NULL ORDER BY enqueued_at")]
 

@@ -98,8 +98,12 @@ def test_queued_items_survive_in_the_store(tmp_path):
     sched.put(ev.EnqueueRequest("check", CHANGE))
     sched.run_until_idle()
     store.close()
-    [item] = Store(tmp_path / "state.sqlite").open_items()
-    assert item["change"]["number"] == 1 and item["jobs"][0]["state"] == "QUEUED"
+    reopened = Store(tmp_path / "state.sqlite")
+    [item] = reopened.open_items()
+    assert item["change"]["number"] == 1 and item["state"] == "TESTING"
+    # the item's full state is in the record a restart restores (tests/test_restart_store.py)
+    [queue] = reopened.load_record()["pipelines"]["check"]["queues"]
+    assert queue["items"][0]["buildset"]["builds"]["build"]["state"] == "QUEUED"
 
 
 def test_scheduler_thread_answers_status_calls_from_other_threads(tmp_path):
