@@ -7,10 +7,12 @@ worker. Nothing else reaches from one part into another.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import signal
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -150,7 +152,7 @@ class Gatekeeper:
         while time.monotonic() - start < timeout:
             known: dict[str, int] = {}
             for server in self.servers:
-                for name, count in registered_workers(server).items():
+                for name, count in registered_workers(server, self.settings.gearman_tls).items():
                     known[name] = known.get(name, 0) + count
             missing = {f for f in functions if known.get(f, 0) < 1}
             if not missing and time.monotonic() - start >= HANDOFF_GRACE:
@@ -262,11 +264,19 @@ def _quiet_per_report_warnings() -> None:
         scheduler_log.addFilter(_NotConfiguredOnce())
 
 
-def registered_workers(server: tuple[str, int], timeout: float = 2.0) -> dict[str, int]:
+def registered_workers(server: tuple[str, int], tls: Any = None,
+                       timeout: float = 2.0) -> dict[str, int]:
     """Workers per function on one Gearman server, asked over a connection of its own
-    (the text admin protocol's ``status``), so no gear client's admin requests cross."""
+    (the text admin protocol's ``status``; TLS with the gatekeeper's ``pki.TlsFiles``
+    when the pool uses it), so no gear client's admin requests cross."""
     try:
-        with socket.create_connection(server, timeout=timeout) as conn:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(socket.create_connection(server, timeout=timeout))
+            if tls is not None:
+                context = ssl.create_default_context(cafile=str(tls.ca))
+                context.check_hostname = False
+                context.load_cert_chain(str(tls.cert), str(tls.key))
+                conn = stack.enter_context(context.wrap_socket(conn))
             conn.sendall(b"status\n")
             data = b""
             while not data.endswith(b".\n"):
@@ -274,7 +284,7 @@ def registered_workers(server: tuple[str, int], timeout: float = 2.0) -> dict[st
                 if not chunk:
                     break
                 data += chunk
-    except OSError:
+    except (OSError, ssl.SSLError):
         return {}
     out: dict[str, int] = {}
     for line in data.decode("utf-8", "replace").splitlines():

@@ -96,3 +96,29 @@ def test_the_result_endpoint_wants_the_builds_own_token(tmp_path):
         assert requests.post(f"{gk.web_url}/builds/x/result", timeout=5).status_code == 404
     finally:
         gk.stop()
+
+
+def test_a_restarted_gatekeeper_sees_workers_on_a_tls_pool(tmp_path):
+    """``registered_workers`` (what a restart waits on) speaks TLS with the gatekeeper's
+    certificate when the pool uses TLS, and sees a worker of the pool."""
+    from ccci_gate import pki
+    from ccci_gate.app import registered_workers
+    from ccci_gate.gearman.server import EmbeddedServer
+    from ccci_gate.gearman.worker import GearmanWorker
+    from ccci_gate.pki import TlsFiles
+
+    gk = pki.init(tmp_path / "gk")
+    (tmp_path / "w1").mkdir()
+    csr = pki.request("w1", tmp_path / "w1")
+    (tmp_path / "w1" / "worker.crt").write_bytes(pki.sign(csr.read_bytes(), tmp_path / "gk"))
+    (tmp_path / "w1" / "ca.crt").write_bytes((tmp_path / "gk" / "ca.crt").read_bytes())
+    server = EmbeddedServer("127.0.0.1", 0, tls=gk)
+    worker = GearmanWorker([("127.0.0.1", server.port)], "w1", ["build:hold"],
+                           tls=TlsFiles.in_dir(tmp_path / "w1", "worker").check())
+    try:
+        where = ("127.0.0.1", server.port)
+        assert wait_for(lambda: registered_workers(where, gk).get("build:hold"), 10, "the worker")
+        assert registered_workers(where) == {}      # no certificate: nothing
+    finally:
+        worker.shutdown()
+        server.shutdown()
