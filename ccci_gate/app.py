@@ -40,6 +40,7 @@ from .worker.daemon import WorkerDaemon
 log = logging.getLogger("ccci_gate")
 
 RESUME_WAIT = 30.0   # seconds a restarted gatekeeper waits for workers before resubmitting
+STOP_PART = 5.0      # seconds each part gets to stop (the scheduler gets its own 10)
 
 
 def read_admin_token(settings: Settings) -> str:
@@ -230,24 +231,33 @@ class Gatekeeper:
         signal.signal(signal.SIGHUP, lambda *_: self.reconfigure())
 
     def stop(self) -> None:
-        # first what feeds the scheduler, then the scheduler, then what it reports to
+        """Stop in order, each part given at most ``STOP_PART`` seconds (SIGTERM ends in a
+        bounded time): first what feeds the scheduler, then the scheduler — it handles
+        what is queued and saves the engine — then what it reports to."""
         for part in (self.web, self.timer, self.watcher, self.worker):
             self._stop_part(part)
         self.scheduler.stop()
-        self._stop_part(self.connections)
-        self.dispatcher.shutdown()
-        if self.gearman_server is not None:
-            self.gearman_server.shutdown()
-        self.store.close()
+        for part in (self.connections, self.dispatcher, self.gearman_server):
+            self._stop_part(part)
+        if not self.scheduler.running:
+            self.store.close()
 
     @staticmethod
-    def _stop_part(part: Any) -> None:
+    def _stop_part(part: Any, seconds: float = 0.0) -> None:
         if part is None:
             return
-        try:
-            part.shutdown() if hasattr(part, "shutdown") else part.stop()
-        except Exception:
-            log.exception("stopping %r", part)
+
+        def stop() -> None:
+            try:
+                part.shutdown() if hasattr(part, "shutdown") else part.stop()
+            except Exception:
+                log.exception("stopping %r", part)
+        thread = threading.Thread(target=stop, name=f"stop-{type(part).__name__}", daemon=True)
+        thread.start()
+        thread.join(seconds or STOP_PART)
+        if thread.is_alive():
+            log.warning("%s did not stop within %.0f s; leaving it", type(part).__name__,
+                        seconds or STOP_PART)
 
 
 class _NotConfiguredOnce(logging.Filter):

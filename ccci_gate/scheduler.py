@@ -209,11 +209,19 @@ class Scheduler:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Handle what is queued, save, and end the thread (waiting ``timeout`` at most)."""
         if self._thread is not None:
             self.events.put(None)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                log.warning("the scheduler did not stop within %.0f s", timeout)
+                return
             self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self, resume: Callable[[], Any] | None = None) -> None:
         if resume is not None:
