@@ -274,8 +274,10 @@ class Trial:
             tally.problems += fake.violations
         self.worker.terminate()
         self.worker.wait(10)
-        time.sleep(1.0)
-        tally.orphans = orphans(str(self.nap))
+        end = time.monotonic() + 5.0     # a job naps 0.4 s: one still there after 5 s is left over
+        while (tally_orphans := orphans(str(self.nap))) and time.monotonic() < end:
+            time.sleep(0.2)
+        tally.orphans = tally_orphans
         return tally
 
     def _settled(self) -> bool:
