@@ -258,12 +258,14 @@ class FakeGitea:
             return 200, {"number": int(rest[1]), "state": pr["state"], "title": pr["title"],
                          "html_url": f"{self.url}/{repo}/pulls/{rest[1]}",
                          "head": {"sha": pr["sha"], "ref": f"pr{rest[1]}"},
-                         "base": {"ref": pr["branch"]}}
+                         "base": {"ref": pr["branch"]}, "merged": pr.get("merged", False)}
         if rest[:1] == ["pulls"] and rest[2:] == ["merge"]:
+            if self.pulls[(repo, int(rest[1]))].get("merged"):
+                return 405, {"message": "PR already merged"}   # as Gitea answers
             self.merges.append((repo, int(rest[1]), body))
             if self.merge_answer is not None:
                 return self.merge_answer[0], {"message": self.merge_answer[1]}
-            self.pulls[(repo, int(rest[1]))]["state"] = "closed"
+            self.pulls[(repo, int(rest[1]))].update(state="closed", merged=True)
             return 200, None
         if rest[:1] == ["branches"]:
             return 200, {"name": rest[1], "commit": {"id": self.branches.get((repo, rest[1]), "f" * 40)}}

@@ -92,3 +92,27 @@ def test_an_inflight_write_that_did_not_arrive_is_sent(tmp_path):
         assert len(fake.gate_comments(REPO, 2)) == 1
     finally:
         fake.stop()
+
+
+def test_a_merge_asked_again_after_a_restart_is_a_merge(tmp_path):
+    """The previous process asked Gitea to merge and died before hearing back; the
+    restarted gate asks again, Gitea answers 405 (already merged), and the item is merged
+    — not reported MERGE_FAILED. A pull request merged at another head is refused."""
+    from ccci_gate.core.actions import MergeChange
+    from ccci_gate.core.events import ItemMerged, MergeRefused
+    from ccci_gate.drivers.gitea.source import GiteaSource
+
+    fake = FakeGitea().start()
+    try:
+        fake.add_pull(REPO, 2, SHA)
+        events: list = []
+        source = GiteaSource(GiteaAPI(fake.url, fake.token, retries=0), events.append)
+        pr = change(2, REPO, SHA)
+        for _ in range(2):                      # before the crash, and after the restart
+            source._merge(MergeChange("i1", pr, SHA, branch="main"))
+        assert [type(e) for e in events] == [ItemMerged, ItemMerged]
+        assert len(fake.merges) == 1 and fake.violations == []
+        source._merge(MergeChange("i2", pr, "b" * 40, branch="main"))   # another head
+        assert isinstance(events[-1], MergeRefused) and events[-1].status == 405
+    finally:
+        fake.stop()

@@ -10,7 +10,7 @@ import threading
 from ...core.actions import MergeChange
 from ...core.events import ItemMerged, MergeRefused
 from ...ports import Emit
-from .api import GiteaAPI, GiteaError, GiteaUnavailable
+from .api import GiteaAPI, GiteaError, GiteaUnavailable, path
 
 log = logging.getLogger("ccci_gate.drivers.gitea")
 
@@ -32,9 +32,12 @@ class GiteaSource:
             self.api.merge(change.project, int(change.number or 0), action.sha or "",
                            self.merge_style)
         except GiteaError as exc:
-            log.warning("Gitea refused to merge %s: %s", change.describe(), exc)
-            self.emit(MergeRefused(action.item_id, exc.status, exc.message))
-            return
+            if not self._merged_already(action):
+                log.warning("Gitea refused to merge %s: %s", change.describe(), exc)
+                self.emit(MergeRefused(action.item_id, exc.status, exc.message))
+                return
+            log.info("%s was merged at the tested head already (a merge asked again after a "
+                     "restart)", change.describe())
         except GiteaUnavailable as exc:
             log.error("merging %s: Gitea unavailable: %s", change.describe(), exc)
             self.emit(MergeRefused(action.item_id, 503, f"Gitea unavailable: {exc}"))
@@ -46,3 +49,14 @@ class GiteaSource:
             log.info("merged %s; new tip of %s unknown: %s", change.describe(), change.branch, exc)
         log.info("merged %s through Gitea", change.describe())
         self.emit(ItemMerged(action.item_id, tip))
+
+    def _merged_already(self, action: MergeChange) -> bool:
+        """Whether the pull request is merged, at the tested head: a merge the gate asked
+        for before a restart, whose answer died with the previous process."""
+        change = action.change
+        try:
+            pull = self.api.call("GET", path("/repos/{}/pulls/{}", change.project,
+                                             int(change.number or 0))).json()
+        except (GiteaError, GiteaUnavailable):
+            return False
+        return bool(pull.get("merged")) and (pull.get("head") or {}).get("sha") == action.sha
