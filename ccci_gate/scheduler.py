@@ -342,7 +342,7 @@ class Scheduler:
         """Save what the engine changed (one SQLite transaction), after the batch's
         actions were carried out: a restart resumes from the last batch saved."""
         if self.store is None:
-            self.engine.take_dirty()
+            self.engine.forget_delta()
             return
         delta = self.engine.take_delta()
         if delta:

@@ -379,6 +379,12 @@ class Engine(OperatorCommands):
                 actions += manager.resume(item, under_way)
         return actions + self.process(everything=True)
 
+    def forget_delta(self) -> None:
+        """Drop what changed since the last call (nothing saves it: no store)."""
+        self.index.take_dirty()
+        self.index.take_runs()
+        self._all_touched = False
+
     def take_delta(self) -> Delta:
         """What changed since the last call (or since :meth:`from_record`), as plain data:
         the store writes it in one transaction per batch of events."""
