@@ -4,7 +4,11 @@ A connection keeps, in its own SQLite file (:class:`OutboxStore`):
 
 - **outbox**: API writes (statuses, comments, reviews) not yet accepted by the server,
   in order; an outage delays them, a restart does not lose them, and a write leaves the
-  outbox once accepted (or refused), so none is sent twice by the gate.
+  outbox once accepted (or refused), so none is sent twice by the gate. A write is
+  marked ``inflight`` before it is sent: if the process dies then, the next one asks the
+  driver whether it arrived (``arrived``) before sending it again.
+- **reported**: keys of the writes queued (a driver passes ``key``, e.g. item, phase and
+  context): a report the gatekeeper repeats after a restart is not queued again.
 - **seen**: keys of events already acted on (a redelivered webhook, a comment seen by
   two paths, a stream event seen again after a catch-up query) so each triggers once.
 - **cursor**: how far a connection has read something (polling, an event stream).
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reported (key TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cursor (repo TEXT PRIMARY KEY, since TEXT NOT NULL);
 """
 
@@ -60,6 +65,7 @@ class Outgoing:
     target: str
     body: dict[str, Any]
     attempts: int
+    inflight: bool = False   # sent before, outcome unknown (the process died meanwhile)
 
 
 class OutboxStore:
@@ -73,6 +79,8 @@ class OutboxStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA + self.extra_schema)
+        if "inflight" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -81,18 +89,39 @@ class OutboxStore:
 
     # --- outbox --------------------------------------------------------------------------
 
-    def push(self, kind: str, repo: str, target: str, body: dict[str, Any]) -> None:
-        self._run("INSERT INTO outbox (kind, repo, target, body) VALUES (?, ?, ?, ?)",
-                  (kind, repo, target, json.dumps(body)))
+    def push(self, kind: str, repo: str, target: str, body: dict[str, Any],
+             key: str | None = None) -> bool:
+        """Queue a write; with a ``key``, only the first time that key is pushed (one
+        transaction: a crash leaves both or neither). False when it was not queued."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                if key is not None and self._db.execute(
+                        "INSERT OR IGNORE INTO reported VALUES (?, ?)",
+                        (key, time.time())).rowcount == 0:
+                    self._db.execute("COMMIT")
+                    return False
+                self._db.execute("INSERT INTO outbox (kind, repo, target, body) VALUES (?, ?, ?, ?)",
+                                 (kind, repo, target, json.dumps(body)))
+                self._db.execute("COMMIT")
+                return True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def head(self) -> Outgoing | None:
         """The oldest unsent write (writes go out in order)."""
-        rows = self._run("SELECT id, kind, repo, target, body, attempts FROM outbox "
+        rows = self._run("SELECT id, kind, repo, target, body, attempts, inflight FROM outbox "
                          "ORDER BY id LIMIT 1")
         if not rows:
             return None
-        id_, kind, repo, target, body, attempts = rows[0]
-        return Outgoing(id_, kind, repo, target, json.loads(body), attempts)
+        id_, kind, repo, target, body, attempts, inflight = rows[0]
+        return Outgoing(id_, kind, repo, target, json.loads(body), attempts, bool(inflight))
+
+    def sending(self, id_: int) -> None:
+        """The write is about to be sent: if the process dies now, it may have arrived
+        (``failed`` clears that: the server said it was unavailable)."""
+        self._run("UPDATE outbox SET inflight = 1 WHERE id = ?", (id_,))
 
     def next_at(self) -> float | None:
         rows = self._run("SELECT next_at FROM outbox ORDER BY id LIMIT 1")
@@ -102,8 +131,8 @@ class OutboxStore:
         self._run("DELETE FROM outbox WHERE id = ?", (id_,))
 
     def failed(self, id_: int, error: str, delay: float) -> None:
-        self._run("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
-                  "WHERE id = ?", (time.time() + delay, error[:500], id_))
+        self._run("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, "
+                  "inflight = 0 WHERE id = ?", (time.time() + delay, error[:500], id_))
 
     def pending(self) -> int:
         return self._run("SELECT COUNT(*) FROM outbox")[0][0]
@@ -118,6 +147,7 @@ class OutboxStore:
 
     def prune_seen(self, keep: float = SEEN_KEEP) -> None:
         self._run("DELETE FROM seen WHERE at < ?", (time.time() - keep,))
+        self._run("DELETE FROM reported WHERE at < ?", (time.time() - keep,))
 
     # --- cursors -------------------------------------------------------------------------
 
@@ -146,8 +176,10 @@ class Outbox:
                  send: Callable[[Outgoing], None],
                  unavailable: tuple[type[Exception], ...],
                  refused: tuple[type[Exception], ...],
-                 max_delay: float = MAX_DELAY, name: str = "outbox"):
+                 max_delay: float = MAX_DELAY, name: str = "outbox",
+                 arrived: Callable[[Outgoing], bool] = lambda out: False):
         self.store = store
+        self.arrived = arrived
         self.wake = wake
         self.send = send
         self.unavailable = unavailable
@@ -188,6 +220,12 @@ class Outbox:
         if out.attempts and (self.store.next_at() or 0) > time.time():
             return False
         try:
+            if out.inflight and self.arrived(out):
+                log.info("%s: %s to %s %s arrived before the restart; not sent again",
+                         self.name, out.kind, out.repo, out.target)
+                self.store.sent(out.id)
+                return True
+            self.store.sending(out.id)
             self.send(out)
         except self.unavailable as exc:
             delay = backoff(out.attempts, self.max_delay)

@@ -10,6 +10,11 @@ retrying with backoff while Gitea is down. A restart resumes where it stopped.
 - **comment**: rendered from a jinja2 template (operators may supply their own); the
   gate keeps one comment per pull request and pipeline and edits it on each new
   result. A hidden marker lets the driver recognise its own comments.
+
+Across restarts each report is written once: every write is queued under a key (item,
+phase, context) and a key already queued is not queued again (``OutboxStore.push``); a
+write that was being sent when the previous process died is looked for in Gitea (the
+sha's statuses, the pull request's comments) before it is sent again (``_arrived``).
 """
 from __future__ import annotations
 
@@ -87,27 +92,28 @@ class GiteaReporter:
             return
         pipeline = action.pipeline
         final = action.phase != "start"
+        key = f"{action.item_id}/{action.phase}"   # each write once across restarts
         for job in item.get("jobs", []):
             result = job.get("result") if final else None
-            self._status(repo, sha, f"ccci/{pipeline}/{job['name']}", result,
+            self._status(key, repo, sha, f"ccci/{pipeline}/{job['name']}", result,
                          job.get("log_url") or item.get("status_url", ""),
                          f"{job['name']}: {result or 'queued'}"
                          + ("" if job.get("voting", True) else " (non-voting)"))
         result = item.get("result") if final else None
         verdict = VERDICTS.get(result or "", (str(result).lower(), "❔"))[0] if result else "running"
-        self._status(repo, sha, f"ccci/{pipeline}", result, item.get("status_url", ""),
+        self._status(key, repo, sha, f"ccci/{pipeline}", result, item.get("status_url", ""),
                      f"{pipeline}: {verdict}" + (" — quick lane, does not gate merge"
                                                  if item.get("quick") else ""))
         if final:
             self.store.push("comment", repo, f"{number}/{pipeline}",
-                            {"body": self.render(item)})
+                            {"body": self.render(item)}, key=f"{key}/comment")
         self.wake.set()
 
-    def _status(self, repo: str, sha: str, context: str, result: str | None, url: str,
-                description: str) -> None:
+    def _status(self, key: str, repo: str, sha: str, context: str, result: str | None,
+                url: str, description: str) -> None:
         body = {"state": status_state(result), "context": context,
                 "description": self.redact(description)[:140], "target_url": url}
-        self.store.push("status", repo, sha, body)
+        self.store.push("status", repo, sha, body, key=f"{key}/{context}")
 
     def render(self, item: Mapping[str, Any]) -> str:
         verdict, icon = VERDICTS.get(item.get("result") or "", (str(item.get("result")), "❔"))
@@ -126,9 +132,40 @@ class Outbox(SharedOutbox):
     def __init__(self, api: GiteaAPI, store: GiteaStore, wake: threading.Event,
                  max_delay: float = MAX_DELAY):
         super().__init__(store, wake, self._send, unavailable=(GiteaUnavailable,),
-                         refused=(GiteaError,), max_delay=max_delay, name="gitea-outbox")
+                         refused=(GiteaError,), max_delay=max_delay, name="gitea-outbox",
+                         arrived=self._arrived)
         self.api = api
         self.gitea_store = store
+
+    def _arrived(self, out: Outgoing) -> bool:
+        """Whether a write sent just before the previous process died reached Gitea: an
+        identical status on the sha, or (a comment not posted yet, as far as we know) an
+        identical comment on the pull request, whose id is then kept. Gitea refusing to
+        say counts as no: the write is sent."""
+        try:
+            if out.kind == "status":
+                found = self.api.call("GET", path("/repos/{}/commits/{}/statuses", out.repo,
+                                                  out.target),
+                                      params={"limit": 50}, retries=0).json()
+                want = out.body
+                return any((s.get("status") or s.get("state")) == want["state"]
+                           and s.get("context") == want["context"]
+                           and s.get("description") == want["description"]
+                           and s.get("target_url") == want["target_url"] for s in found or [])
+            if self.gitea_store.comment_id(out.repo, out.target) is not None:
+                return False   # an edit: sending it again changes nothing
+            number = out.target.split("/", 1)[0]
+            found = self.api.call("GET", path("/repos/{}/issues/{}/comments", out.repo, number),
+                                  retries=0).json()
+        except GiteaError as exc:
+            log.info("cannot tell whether %s to %s arrived (%s); sending it", out.kind,
+                     out.repo, exc)
+            return False
+        for comment in found or []:
+            if comment.get("body") == out.body["body"]:
+                self.gitea_store.set_comment_id(out.repo, out.target, int(comment["id"]))
+                return True
+        return False
 
     def _send(self, out: Outgoing) -> None:
         if out.kind == "status":
