@@ -7,8 +7,17 @@ no unknown field, the right types and enum values (commit status states included
 Violations are collected in ``violations``; tests assert there are none.
 
 State is plain dicts a test sets up (pull requests, org members, collaborators) and
-reads back (``statuses``, ``comments``, ``merges``). ``fail_next(n)`` answers the next
-``n`` requests with 500; ``down = True`` refuses everything with 500 until cleared.
+reads back (``statuses``, ``comments``, ``merges``).
+
+Outages: ``fail_next(n)`` answers the next ``n`` requests with 500; ``down = True``
+answers everything with ``down_status`` (500; 503 like a proxy whose Gitea is away)
+until cleared; ``go_offline()`` closes the port (connections refused) until
+``come_back()`` listens on the same port again; ``lose_answers(n)`` carries out the
+next ``n`` requests and answers 502, as a proxy that lost Gitea's answer would.
+``broken`` holds path fragments Gitea keeps answering 500 while all else works;
+``lose_answer_to`` path fragments whose next request is carried out, then answered 502. A
+request with a wrong token is a violation, unless a test rotates the token on purpose
+(``accept_bad_tokens_as_401``): then it gets Gitea's 401.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -126,6 +136,10 @@ class FakeGitea:
     branches: dict[tuple[str, str], str] = field(default_factory=dict)
     merge_answer: tuple[int, str] | None = None   # e.g. (409, "head out of date")
     down: bool = False
+    down_status: int = 500
+    broken: set[str] = field(default_factory=set)
+    lose_answer_to: set[str] = field(default_factory=set)   # once each, then answered
+    accept_bad_tokens_as_401: bool = False   # a test that changes the token on purpose
 
     def __post_init__(self) -> None:
         self.spec = ApiSpec()
@@ -136,6 +150,8 @@ class FakeGitea:
         self.merges: list[tuple[str, int, dict]] = []
         self._ids = itertools.count(100)
         self._fail = 0
+        self._lose = 0
+        self._port = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -147,7 +163,8 @@ class FakeGitea:
                                       "state": "open"}
 
     def add_comment(self, repo: str, number: int, user: str, body: str,
-                    when: str = "2026-11-25T10:00:00Z") -> int:
+                    when: str = "") -> int:
+        when = when or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         cid = next(self._ids)
         self.comments[cid] = {"id": cid, "repo": repo, "number": number, "body": body,
                               "user": user, "created_at": when, "updated_at": when,
@@ -157,14 +174,17 @@ class FakeGitea:
     def fail_next(self, n: int) -> None:
         self._fail = n
 
+    def lose_answers(self, n: int) -> None:
+        self._lose = n
+
     # --- reading back -------------------------------------------------------------------
 
-    def status_states(self, repo: str, sha: str) -> dict[str, str]:
-        """The latest state per context on ``sha``."""
-        out: dict[str, str] = {}
+    def status_states(self, repo: str, sha: str, full: bool = False) -> dict[str, Any]:
+        """The latest state per context on ``sha`` (``full``: the whole status)."""
+        out: dict[str, Any] = {}
         for r, s, body in self.statuses:
             if (r, s) == (repo, sha):
-                out[body["context"]] = body["state"]
+                out[body["context"]] = body if full else body["state"]
         return out
 
     def gate_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
@@ -175,8 +195,7 @@ class FakeGitea:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> "FakeGitea":
         fake = self
@@ -198,14 +217,27 @@ class FakeGitea:
 
             do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._handler = Handler
+        self._listen()
         return self
+
+    def _listen(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler)
+        self._port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
+
+    def go_offline(self) -> None:
+        """Close the port: every connection is refused until ``come_back()``."""
+        self.stop()
+
+    def come_back(self) -> None:
+        self._listen()
 
     def answer(self, method: str, target: str, headers: dict, raw: bytes) -> tuple[int, Any]:
         parts = urlsplit(target)
@@ -215,16 +247,30 @@ class FakeGitea:
         except ValueError:
             body = raw
         with self._lock:
-            if self.down or self._fail > 0:
-                self._fail = max(0, self._fail - 1)
+            if any(fragment in path for fragment in self.broken):
                 self.requests.append(Recorded(method, path, query, body, 500))
-                return 500, {"message": "internal error (fake outage)"}
+                return 500, {"message": "internal error (this request only)"}
+            if self.down or self._fail > 0:
+                status = self.down_status if self.down else 500
+                self._fail = max(0, self._fail - 1)
+                self.requests.append(Recorded(method, path, query, body, status))
+                return status, {"message": "internal error (fake outage)"}
             problems = self.spec.check(method, path, query, body)
             if headers.get("Authorization") != f"token {self.token}":
+                if problems == [] and self.accept_bad_tokens_as_401:
+                    self.requests.append(Recorded(method, path, query, body, 401))
+                    return 401, {"message": "token is required"}   # Gitea's answer
                 problems.append(f"{method} {path}: missing or wrong Authorization token")
             self.violations += problems
             status, payload = (400, {"message": "; ".join(problems)}) if problems else \
                 self._route(method, path[len(self.spec.base):], query, body)
+            lost = next((f for f in self.lose_answer_to if f in path), None)
+            if (self._lose > 0 or lost) and not problems:
+                if lost:
+                    self.lose_answer_to.discard(lost)
+                else:
+                    self._lose -= 1
+                status, payload = 502, {"message": "bad gateway (the answer was lost)"}
             self.requests.append(Recorded(method, path, query, body, status))
             return status, payload
 
@@ -232,6 +278,8 @@ class FakeGitea:
         seg = path.strip("/").split("/")
         if path == "/user":
             return 200, {"login": self.bot, "id": 1}
+        if path == "/version":
+            return 200, {"version": "1.23.0-fake"}
         if seg[0] == "orgs" and seg[2] == "members":
             return (204, None) if (seg[1], seg[3]) in self.members else (404, {"message": "not a member"})
         repo = "/".join(seg[1:3])
@@ -248,6 +296,10 @@ class FakeGitea:
         if rest[:1] == ["issues"] and rest[2:] == ["comments"] and method == "GET":
             return 200, [self._comment_json(c) for c in self.comments.values()
                          if (c["repo"], c["number"]) == (repo, int(rest[1]))]
+        if rest[:1] == ["commits"] and rest[2:] == ["status"] and method == "GET":
+            latest = self.status_states(repo, rest[1], full=True)
+            return 200, {"sha": rest[1], "total_count": len(latest),
+                         "statuses": list(latest.values())}
         if rest[:1] == ["collaborators"]:
             perm = self.permissions.get((repo, rest[1]))
             return (200, {"permission": perm}) if perm else (404, {"message": "not a collaborator"})
@@ -273,7 +325,9 @@ class FakeGitea:
             since = (query.get("since") or [""])[0]
             out = [self._comment_json(c) for c in self.comments.values()
                    if c["repo"] == repo and c["updated_at"] >= since]
-            return 200, out
+            limit = int((query.get("limit") or ["50"])[0])
+            page = int((query.get("page") or ["1"])[0])
+            return 200, out[(page - 1) * limit:page * limit]
         if rest[:2] == ["issues", "comments"] and method == "PATCH":
             comment = self.comments.get(int(rest[2]))
             if comment is None:

@@ -165,12 +165,24 @@ def test_merger_error_is_retried_not_a_conflict():
     assert [type(a) for a in out] == [act.PrepareRef]
 
 
-def test_dequeue_cancels_builds_without_report():
+def test_dequeue_cancels_builds_and_ends_the_start_report_without_a_verdict():
     h = Harness()
     h.ready()
     out = h.send(ev.DequeueRequest(CHANGE.key))
-    assert {type(a) for a in out} == {act.CancelBuild}
-    assert [r.phase for r in h.reports()] == ["start"]
+    assert {type(a) for a in out} == {act.CancelBuild, act.Report}
+    assert [r.phase for r in h.reports()] == ["start", "dequeue"]
+    summary = h.reports()[-1].summary
+    assert (summary["state"], summary["result"]) == ("DEQUEUED", None)
+    assert summary["message"] == "dequeued by an operator"
+    assert h.reports()[-1].reporters == h.reports()[0].reporters
+
+
+def test_an_item_never_started_leaves_without_any_report():
+    h = Harness()
+    h.engine.managers["check"].paused = True   # held: never active, its start unreported
+    h.send(ev.EnqueueRequest("check", CHANGE))
+    h.send(ev.DequeueRequest(CHANGE.key))
+    assert h.reports() == []
 
 
 def test_reconfigure_keeps_builds_in_flight():
@@ -252,10 +264,11 @@ def test_every_event_class_has_its_handler_and_nothing_else_is_handled():
     assert h.send(Stranger()) == [] and h.engine.log[-1] == "ignored event Stranger"
 
 
-def test_a_closed_change_leaves_every_pipeline_unreported():
+def test_a_closed_change_leaves_every_pipeline_without_a_verdict():
     h = Harness()
     h.ready()
     out = h.send(ev.ChangeClosed("gitea", CHANGE))
-    assert {type(a) for a in out} == {act.CancelBuild}
-    assert [r.phase for r in h.reports()] == ["start"]
+    assert {type(a) for a in out} == {act.CancelBuild, act.Report}
+    assert [r.phase for r in h.reports()] == ["start", "dequeue"]
+    assert h.reports()[-1].summary["message"] == "change closed at its source"
     assert h.engine.status()["pipelines"][0]["queues"] == []

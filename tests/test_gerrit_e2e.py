@@ -198,7 +198,7 @@ def test_a_change_whose_revision_moved_is_requeued_not_submitted(world):
     assert any(i["pipeline"] == "check" and i["change"]["sha"] == new for i in items)
     [gate] = [i for i in items if i["pipeline"] == "gate"]
     assert gate["state"] == "DEQUEUED", gate   # superseded: no failure, no vote
-    assert "newer patchset" in gate["message"]
+    assert gate["message"] == f"superseded by {new}"
     assert not any(r.get("labels") == {"Verified": -2} for r in world.reviews(2))
     world.fake.down = False
 

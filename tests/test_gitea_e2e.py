@@ -209,13 +209,13 @@ def test_refused_requests_enqueue_nothing_and_the_server_keeps_serving(world):
 def test_duplicate_delivery_and_webhook_plus_poll_trigger_once(tmp_path):
     world = World(tmp_path, **{"poll-projects": [REPO]})
     try:
+        world.conn.poller.start()   # polling switched on: it reads what comes from now on
         assert world.comment("!testme", comment_id=555, delivery="same").status_code == 202
         assert world.comment("!testme", comment_id=555, delivery="same").json()["reason"] == \
             "duplicate delivery"
         finished(world.gk, 1)   # the webhook's run is over before polling sees the comment
-        world.fake.comments[555] = {"id": 555, "repo": REPO, "number": 2, "body": "!testme",
-                                    "user": "alice", "created_at": "2026-11-25T10:00:00Z",
-                                    "updated_at": "2026-11-25T10:00:00Z", "pull": True}
+        cid = world.fake.add_comment(REPO, 2, "alice", "!testme")   # what the webhook said
+        world.fake.comments[555] = {**world.fake.comments.pop(cid), "id": 555}
         cid = world.fake.add_comment(REPO, 3, "alice", "!testme")   # seen by polling only
         world.conn.poll_once()
         world.settle()

@@ -17,7 +17,7 @@ from .actions import Action
 from .indexes import Indexes
 from .layout import Layout, PipelineConfig
 from .managers import Journal, ManagerContext, PipelineManager, make_manager
-from .managers.base import MERGE_RETRIES
+from .managers.base import MERGE_RETRIES, superseded_by
 from .model import BuildState, Change, ChangeQueue, Item, ItemState, MergeState, Result
 from .operator import OperatorCommands
 from .records import (RECORD_VERSION, Changes, Record, item_from_record, item_record,
@@ -128,8 +128,9 @@ class Engine(OperatorCommands):
         return self.supersede(event.change) + self._on_trigger(event)
 
     def _on_change_closed(self, event: ev.ChangeClosed | ev.ChangeMerged) -> list[Action]:
-        """A change closed or merged at its source leaves every pipeline, unreported
-        (an item the gate is merging itself stays: its own merge notice races this)."""
+        """A change closed or merged at its source leaves every pipeline without a
+        verdict (its start reporters hear it ended; an item the gate is merging itself
+        stays: its own merge notice races this)."""
         change = event.change
         what = "merged" if isinstance(event, ev.ChangeMerged) else "closed"
         actions = self.dequeue_everywhere(change.key, f"change {what} at its source",
@@ -160,7 +161,7 @@ class Engine(OperatorCommands):
         for manager in self.managers.values():
             item = manager.find(change.key)
             if item is not None and (item.change.sha, item.change.patchset) != (change.sha, change.patchset):
-                actions += manager.dequeue(item, "superseded by a newer patchset")
+                actions += manager.dequeue(item, superseded_by(change))
         return actions
 
     def dequeue_everywhere(self, key: tuple, reason: str, pipeline: str = "",

@@ -122,7 +122,7 @@ class DequeueRequest(Event):
 
     change_key: tuple
     pipeline: str = ""
-    reason: str = "dequeued by operator"
+    reason: str = "dequeued by an operator"
     report: bool = False
 
 

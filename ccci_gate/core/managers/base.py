@@ -27,6 +27,12 @@ from .context import Journal, ManagerContext
 MERGE_RETRIES = 3
 
 
+def superseded_by(change: Change) -> str:
+    """The reason an older item of a change (or ref) leaves for ``change``."""
+    return f"superseded by {change.sha}" if change.sha else \
+        f"superseded by patchset {change.patchset}"
+
+
 class PipelineManager(BuildRunner):
     """Base manager; subclasses set ``name`` and override the policy hooks."""
 
@@ -158,7 +164,7 @@ class PipelineManager(BuildRunner):
             if (existing.change.patchset, existing.change.sha) == (change.patchset, change.sha):
                 return None, [], f"{change.describe()} is already in {self.config.name}"
             if change.number is not None:
-                actions += self.dequeue(existing, "superseded by a newer patchset")
+                actions += self.dequeue(existing, superseded_by(change))
         graph = self.graph_for(change)
         if not graph.jobs:
             return None, actions, f"{change.project} runs no jobs in {self.config.name}"
@@ -174,10 +180,17 @@ class PipelineManager(BuildRunner):
         return BuildSet(item_id=item.id, graph=graph or item.buildset.graph)  # type: ignore[union-attr]
 
     def dequeue(self, item: Item, reason: str) -> list[Action]:
-        """Remove an item, cancelling its builds; no failure report."""
+        """Remove an item, cancelling its builds; no failure report. An item whose
+        start was reported gets a ``dequeue`` report to the same reporters, so what
+        they marked as running (a pending commit status) ends, with ``reason``."""
         actions = self.cancel_builds(item)
+        started = item.state is not ItemState.NEW
         item.advance(ItemState.DEQUEUED)
         item.message = reason
+        reporters = self.config.reporters_for("start")
+        if started and reporters:
+            actions.append(Report(item.id, self.config.name, "dequeue", dict(reporters),
+                                  self.summary(item)))
         self._remove(item)
         return actions
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..actions import Action
 from ..model import Change, ChangeQueue, Item
-from .base import PipelineManager
+from .base import PipelineManager, superseded_by
 
 
 class SupercedentManager(PipelineManager):
@@ -21,7 +21,7 @@ class SupercedentManager(PipelineManager):
         item, actions, why = super().enqueue(change, quick)
         if item is not None:
             for older in item.queue.items[1:-1]:  # waiting items, not the running head
-                actions += self.dequeue(older, "superseded by a newer item")
+                actions += self.dequeue(older, superseded_by(change))
         return item, actions, why
 
     def is_active(self, item: Item) -> bool:

@@ -93,6 +93,8 @@ class GerritReporter:
         return body
 
     def report(self, action: Report) -> None:
+        if action.phase == "dequeue":
+            return   # an item left without a verdict: Gerrit shows nothing running to end
         body = self.review(action)
         change = action.summary.get("change") or {}
         if body is None:

@@ -32,7 +32,13 @@ class GiteaError(Exception):
 
 
 class GiteaUnavailable(Exception):
-    """Gitea did not answer usefully (5xx, timeout, connection refused)."""
+    """Gitea did not answer usefully (5xx, timeout, connection refused, 401).
+    ``maybe_applied``: the request may have reached Gitea (a 5xx, a read timeout), so a
+    write may have been carried out though its answer was lost."""
+
+    def __init__(self, message: str, maybe_applied: bool = False):
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class PullRequest:
     title: str = ""
     url: str = ""
     state: str = "open"
+    merged: bool = False
 
 
 class BadPath(GiteaError):
@@ -97,6 +104,7 @@ class GiteaAPI:
         connection errors are retried, then raise ``GiteaUnavailable``."""
         attempts = 1 + (self.retries if retries is None else retries)
         problem = ""
+        answered = False     # whether the last try may have reached Gitea
         for attempt in range(attempts):
             if attempt:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
@@ -105,14 +113,20 @@ class GiteaAPI:
                                                 params=params, timeout=self.timeout)
             except requests.RequestException as exc:
                 problem = self.redact(f"{type(exc).__name__}: {exc}")
+                answered = isinstance(exc, requests.ReadTimeout) or \
+                    not isinstance(exc, requests.ConnectionError)
                 continue
             if response.status_code >= 500 or response.status_code == 429:
                 problem = f"{response.status_code} {response.reason}"
+                answered = True
                 continue
+            if response.status_code == 401:
+                raise GiteaUnavailable(f"{method} {where}: 401 Unauthorized (is the token "
+                                       f"wrong or expired?) {self.redact(_message(response))}")
             if response.status_code >= 400:
                 raise GiteaError(response.status_code, self.redact(_message(response)))
             return response
-        raise GiteaUnavailable(f"{method} {where}: {problem}")
+        raise GiteaUnavailable(f"{method} {where}: {problem}", maybe_applied=answered)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -124,7 +138,7 @@ class GiteaAPI:
                                   f"{head[:80]!r}")
         return PullRequest(number, head, data["base"]["ref"],
                            data.get("title") or "", data.get("html_url") or "",
-                           data.get("state") or "open")
+                           data.get("state") or "open", data.get("merged") is True)
 
     def changed_files(self, repo: str, number: int, limit: int = 50,
                       max_pages: int = 20) -> tuple[str, ...]:
@@ -145,12 +159,33 @@ class GiteaAPI:
                          params={"state": "open", "limit": 50}).json()
         return [int(pr["number"]) for pr in data]
 
-    def comments_since(self, repo: str, since: str) -> list[dict]:
-        """Comments on the repository's issues and pulls updated since ``since`` (RFC 3339)."""
-        params = {"limit": 50}
-        if since:
-            params["since"] = since  # type: ignore[assignment]
-        return list(self.call("GET", path("/repos/{}/issues/comments", repo), params=params).json())
+    def comments_since(self, repo: str, since: str, limit: int = 50,
+                       max_pages: int = 10) -> list[dict]:
+        """Comments on the repository's issues and pulls updated since ``since`` (RFC 3339),
+        oldest first (Gitea's order), page after page while pages are full."""
+        out: list[dict] = []
+        for page in range(1, max_pages + 1):
+            params: dict[str, Any] = {"limit": limit, "page": page}
+            if since:
+                params["since"] = since
+            data = list(self.call("GET", path("/repos/{}/issues/comments", repo),
+                                  params=params).json())
+            out += data
+            if len(data) < limit:
+                break
+        return out
+
+    def issue_comments(self, repo: str, number: int, since: str = "") -> list[dict]:
+        """The comments of one issue or pull request (since ``since``, RFC 3339)."""
+        params = {"since": since} if since else None
+        return list(self.call("GET", path("/repos/{}/issues/{}/comments", repo, number),
+                              params=params, retries=0).json())
+
+    def latest_statuses(self, repo: str, sha: str) -> dict[str, dict]:
+        """The latest status per context on ``sha`` (Gitea's combined status)."""
+        data = self.call("GET", path("/repos/{}/commits/{}/status", repo, sha),
+                         params={"limit": 100}, retries=0).json()
+        return {str(s.get("context")): s for s in data.get("statuses") or []}
 
     def can_write(self, repo: str, user: str) -> bool:
         """Whether ``user`` is a collaborator with write access to ``repo``."""
@@ -172,16 +207,28 @@ class GiteaAPI:
             raise
         return response.status_code == 204
 
+    def reachable(self) -> bool:
+        """Whether Gitea answers at all (``GET /version``, no retry): tells an outage
+        from a request Gitea keeps failing on its own."""
+        try:
+            self.call("GET", "/version", retries=0)
+        except (GiteaError, GiteaUnavailable):
+            return False
+        return True
+
     def whoami(self) -> str:
         return str(self.call("GET", "/user").json().get("login", ""))
 
     # --- writes ------------------------------------------------------------------------
 
     def merge(self, repo: str, number: int, head_sha: str, style: str = "merge") -> None:
+        """One merge request, not retried here: after a lost answer the pull request may
+        be merged already, and a second request would be refused (405). The caller
+        (``source``) looks before it tries again."""
         body: dict[str, Any] = {"Do": style}
         if head_sha:
             body["head_commit_id"] = head_sha
-        self.call("POST", path("/repos/{}/pulls/{}/merge", repo, number), json=body)
+        self.call("POST", path("/repos/{}/pulls/{}/merge", repo, number), json=body, retries=0)
 
     def branch_tip(self, repo: str, branch: str) -> str:
         data = self.call("GET", path("/repos/{}/branches/{}", repo, branch)).json()

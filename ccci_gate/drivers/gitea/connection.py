@@ -11,18 +11,21 @@ Configured in the gatekeeper's settings under ``connections`` (see ``doc/gitea.m
         webhook-secret-file: /etc/ccci-gate/gitea-webhook-secret
 
 The parts, one module each: ``webhook`` (signed webhooks in), ``poller`` (comments
-polled in), ``authorization`` (who may trigger), ``source`` (merges out), ``reporter``
-(statuses and the PR comment out, through the ``store``'s outbox). This module wires
-them and runs the single event thread: it takes queued hooks, resolves what needs the
-API (the head sha of an old comment payload, whether the commenter may trigger) and
-emits the core event ``triggers`` names for them. A pull request's change carries the
-files it touches (for jobs' ``files:`` filters), asked once per head sha; when Gitea
-cannot say, they are unknown and file filters match.
+polled in), ``inbox`` (the event thread: queued hooks, in order, retried while Gitea is
+away), ``authorization`` (who may trigger), ``source`` (merges out), ``reporter`` and ``outbox`` (statuses and the PR
+comment out, through the ``store``). This module wires them and handles each hook for
+the event thread: it resolves what needs the API (the head sha of an old comment
+payload, whether the commenter may trigger) and emits the core event ``triggers`` names
+for it. A comment is recorded as handled only once its event is emitted, so one that
+arrived while Gitea was unreachable runs when it is back, and a redelivered comment
+that never ran is not "already handled".
+
+A pull request's change carries the files it touches (for jobs' ``files:`` filters),
+asked once per head sha; when Gitea cannot say, they are unknown and file filters match.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -37,12 +40,13 @@ from ...web.routes import Router
 from ..base import Connection
 from .api import GiteaAPI, GiteaError, GiteaUnavailable
 from .authorization import Authorizer
-from .payloads import Hook
+from .inbox import Inbox
+from .payloads import Hook, is_repo_name
 from .poller import Poller
 from .reporter import MARKER, GiteaReporter, Outbox, load_template
 from .settings import OPTIONS, secret
 from .source import GiteaSource
-from .store import GiteaStore
+from .store import GiteaStore, comment_key
 from .triggers import event_class
 from .webhook import WebhookReceiver
 
@@ -75,15 +79,15 @@ class GiteaConnection(Connection):
         self.outbox = Outbox(self.api, self.store, wake)
         self.source = GiteaSource(self.api, emit, opts["merge-style"])
         self.auth = Authorizer(self.api, opts["allow"], clock)
-        self.webhooks = WebhookReceiver(self.secret, opts["max-payload"], self.store, self.submit)
+        self.inbox = Inbox(self.store, self.handle_hook, lambda: self.api.reachable(), name)
+        self.submit = self.inbox.submit
+        self.idle = self.inbox.idle     # set when every queued hook is handled (tests wait on it)
+        self.webhooks = WebhookReceiver(self.secret, opts["max-payload"], self.submit)
         self.poller = Poller(self.api, self.store, opts["poll-projects"], self.submit)
         self.bot_user = opts["bot-user"]
         self._files: dict[tuple[str, int, str], tuple[str, ...] | None] = {}
-        self._inbox: queue.Queue[Hook | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self.idle = threading.Event()   # set when the inbox is drained (tests wait on it)
-        self.idle.set()
         if not self.secret:
             log.warning("connection %s has no webhook-secret: webhooks are refused", name)
 
@@ -98,8 +102,9 @@ class GiteaConnection(Connection):
 
     def start(self) -> None:
         self.outbox.start()
-        self._spawn(self._work, "gitea-events")
+        self.inbox.start()
         if self.options["poll-interval"] > 0:
+            self.poller.start()
             self._spawn(self._poll_loop, "gitea-poller")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -109,7 +114,7 @@ class GiteaConnection(Connection):
 
     def stop(self) -> None:
         self._stop.set()
-        self._inbox.put(None)
+        self.inbox.stop()
         self.outbox.stop()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -122,53 +127,45 @@ class GiteaConnection(Connection):
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.options["poll-interval"]):
             self.poll_once()
-            self.store.prune_seen()
 
-    # --- the event thread: hooks → core events ------------------------------------------
-
-    def submit(self, hook: Hook) -> None:
-        """Queue a hook for the event thread (webhooks and polling both come here)."""
-        self.idle.clear()
-        self._inbox.put(hook)
-
-    def _work(self) -> None:
-        while True:
-            hook = self._inbox.get()
-            if hook is None:
-                return
-            try:
-                self.handle_hook(hook)
-            except Exception:  # pragma: no cover - a driver bug must not stop the thread
-                log.exception("handling %s for %s", hook.event, hook.repo)
-            finally:
-                if self._inbox.empty():
-                    self.idle.set()
+    # --- the event thread (``inbox``) calls this: hooks → core events ---------------------
 
     def handle_hook(self, hook: Hook) -> TriggerEvent | None:
-        """Resolve what needs the API and emit the core event; returns it (or None)."""
+        """Resolve what needs the API and emit the core event; returns it (or None).
+        Raises ``GiteaUnavailable`` when Gitea could not answer a lookup (the caller
+        keeps the hook for a later try); a comment is recorded as handled only here,
+        once its event is emitted or it is known to need none."""
         cls = event_class(hook.event, hook.action)
         if cls is None:
             return None
+        if not is_repo_name(hook.repo):
+            log.warning("%s for %r refused: not a well-formed owner/name", hook.event, hook.repo[:100])
+            return None
         if issubclass(cls, CommentAdded):
+            key = comment_key(hook.repo, hook.comment_id)
+            once = hook.comment_id is not None and hook.action == "created"
+            if once and self.store.seen(key):
+                log.info("comment %s on %s#%s already handled", hook.comment_id, hook.repo, hook.number)
+                return None
             event = self._comment_event(hook, cls)
-        elif hook.event == "pull_request":
+            if event is not None:
+                self.emit(event)
+            if once:
+                self.store.first_time(key)
+            return event
+        if hook.event == "pull_request":
             event = self._event(cls, hook, hook.head_sha, hook.branch, authorized=True)
         else:
             change = Change(hook.repo, hook.branch, hook.ref, sha=hook.after,
                             oldrev=hook.before or None)
             event = cls(self.driver, change, user=hook.user, authorized=True,
                         connection=self.name)
-        if event is not None:
-            self.emit(event)
+        self.emit(event)
         return event
 
     def _comment_event(self, hook: Hook, cls: type[CommentAdded]) -> TriggerEvent | None:
         if MARKER in hook.comment or (self.bot_user and hook.user == self.bot_user):
             return None  # the gate's own comment
-        if hook.comment_id is not None and hook.action == "created":
-            if not self.store.first_time(f"comment:{hook.repo}:{hook.comment_id}"):
-                log.info("comment %s on %s#%s already handled", hook.comment_id, hook.repo, hook.number)
-                return None
         head, branch, title, url = hook.head_sha, hook.branch, hook.title, hook.url
         try:
             if not head or not branch:
@@ -178,12 +175,12 @@ class GiteaConnection(Connection):
                     return None
                 head, branch, title, url = pr.head_sha, pr.branch, pr.title or title, pr.url or url
             authorized = self.auth.authorized(hook.repo, hook.user)
-        except (GiteaError, GiteaUnavailable) as exc:
-            log.error("comment %s on %s#%s dropped: Gitea: %s", hook.comment_id, hook.repo,
-                      hook.number, exc)
+        except GiteaError as exc:
+            log.error("comment %s on %s#%s dropped: Gitea refused a lookup: %s", hook.comment_id,
+                      hook.repo, hook.number, exc)
             return None
         event = self._event(cls, hook, head, branch, authorized, title=title, url=url)
-        if not authorized and hook.comment.lstrip().startswith("!"):
+        if not authorized and any(line.startswith("!") for line in hook.comment.splitlines()):
             self._refused(hook)
         return event
 

@@ -23,7 +23,7 @@ command shown as code or quoted from someone else does not trigger
 
 A signed payload is trusted only as far as it deserves: ``repository.full_name`` must be a
 well-formed ``owner/name`` (Gitea's name characters, no ``.``/``..`` segment) and every
-commit id — a PR head, a push's ``before``/``after`` — lowercase hex of a SHA-1 (40
+commit id — a PR head, a merge commit, a push's ``before``/``after`` — lowercase hex of a SHA-1 (40
 digits; 64 for a SHA-256 repository), or the payload is refused before any API call
 (``tests/test_gitea_edges.py``).
 """
@@ -193,7 +193,8 @@ def parse_pull_request(payload: Mapping) -> Hook:
         "pull_request", action=action, repo=repo, number=number,
         head_sha=_commit(_get(payload, "pull_request", "head", "sha"), "pull_request.head.sha"),
         branch=_get(payload, "pull_request", "base", "ref"),
-        merge_commit=_get(payload, "pull_request", "merge_commit_sha", required=False) or "",
+        merge_commit=_commit(_get(payload, "pull_request", "merge_commit_sha", required=False),
+                             "pull_request.merge_commit_sha", required=False),
         user=_get(payload, "sender", "login", required=False) or "",
         title=_get(payload, "pull_request", "title", required=False) or "",
         url=_get(payload, "pull_request", "html_url", required=False) or "")

@@ -7,6 +7,10 @@ retrying with backoff while Gitea is down. A restart resumes where it stopped.
 - **statuses** on the tested head sha: ``pending`` at the start for the item
   (context ``ccci/<pipeline>``) and each job (``ccci/<pipeline>/<job>``), then the
   final state of each; ``target_url`` is the build's log or the item's page.
+- **dequeued**: an item that leaves without a verdict (superseded by a new head, its
+  pull request closed, dequeued by an operator) ends every status it set ``pending``:
+  ``error`` with the reason (``check: superseded by <sha>``); a job that had finished
+  keeps its own result. No comment: the item has no verdict to tell.
 - **comment**: rendered from a jinja2 template (operators may supply their own); the
   gate keeps one comment per pull request and pipeline and edits it on each new
   result. A hidden marker lets the driver recognise its own comments.
@@ -37,6 +41,11 @@ log = logging.getLogger("ccci_gate.drivers.gitea")
 
 MARKER = "<!-- ccci-gate -->"
 TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
+
+# why an item left without a verdict, in a pull request's words (the core's are generic)
+REASONS = {"change closed at its source": "pull request closed",
+           "change merged at its source": "pull request merged"}
+UNFINISHED = ("CANCELED", "ABORTED")   # a job stopped because its item left
 
 VERDICTS = {"SUCCESS": ("passed", "✅"), "FAILURE": ("failed", "❌"),
             "MERGE_CONFLICT": ("needs a rebase (merge conflict)", "⚠️"),
@@ -91,8 +100,12 @@ class GiteaReporter:
                      action.pipeline, change.get("id"))
             return
         pipeline = action.pipeline
-        final = action.phase != "start"
         key = f"{action.item_id}/{action.phase}"   # each write once across restarts
+        if action.phase == "dequeue":
+            self._dequeued(key, repo, sha, pipeline, item)
+            self.wake.set()
+            return
+        final = action.phase != "start"
         for job in item.get("jobs", []):
             result = job.get("result") if final else None
             self._status(key, repo, sha, f"ccci/{pipeline}/{job['name']}", result,
@@ -109,9 +122,29 @@ class GiteaReporter:
                             {"body": self.render(item)}, key=f"{key}/comment")
         self.wake.set()
 
+    def _dequeued(self, key: str, repo: str, sha: str, pipeline: str,
+                  item: Mapping[str, Any]) -> None:
+        """End the statuses an item set pending when it leaves without a verdict."""
+        message = str(item.get("message") or "dequeued")
+        reason = REASONS.get(message, message)
+        for job in item.get("jobs", []):
+            result, name = job.get("result"), job["name"]
+            url = job.get("log_url") or item.get("status_url", "")
+            context = f"ccci/{pipeline}/{name}"
+            if result and result not in UNFINISHED:
+                self._status(key, repo, sha, context, result, url, f"{name}: {result}")
+            else:
+                self._push_status(key, repo, sha, context, "error", url, f"{name}: {reason}")
+        self._push_status(key, repo, sha, f"ccci/{pipeline}", "error",
+                          item.get("status_url", ""), f"{pipeline}: {reason}")
+
     def _status(self, key: str, repo: str, sha: str, context: str, result: str | None,
                 url: str, description: str) -> None:
-        body = {"state": status_state(result), "context": context,
+        self._push_status(key, repo, sha, context, status_state(result), url, description)
+
+    def _push_status(self, key: str, repo: str, sha: str, context: str, state: str, url: str,
+                     description: str) -> None:
+        body = {"state": state, "context": context,
                 "description": self.redact(description)[:140], "target_url": url}
         self.store.push("status", repo, sha, body, key=f"{key}/{context}")
 
@@ -136,6 +169,22 @@ class Outbox(SharedOutbox):
                          arrived=self._arrived)
         self.api = api
         self.gitea_store = store
+        self._maybe_applied: set[int] = set()   # writes whose last answer may have been lost
+
+    def _send(self, out: Outgoing) -> None:
+        """Send ``out``; after a try whose answer may have been lost (a 5xx, a read
+        timeout: a proxy may lose the answer to a request Gitea carried out), look
+        first whether it arrived, so nothing is posted twice."""
+        if out.id in self._maybe_applied and self._arrived(out):
+            self._maybe_applied.discard(out.id)
+            return
+        try:
+            self._send_once(out)
+        except GiteaUnavailable as exc:
+            if exc.maybe_applied:
+                self._maybe_applied.add(out.id)
+            raise
+        self._maybe_applied.discard(out.id)
 
     def _arrived(self, out: Outgoing) -> bool:
         """Whether a write sent just before the previous process died reached Gitea: an
@@ -167,7 +216,7 @@ class Outbox(SharedOutbox):
                 return True
         return False
 
-    def _send(self, out: Outgoing) -> None:
+    def _send_once(self, out: Outgoing) -> None:
         if out.kind == "status":
             self.api.call("POST", path("/repos/{}/statuses/{}", out.repo, out.target),
                           json=out.body, retries=0)

@@ -10,7 +10,16 @@ from typing import Any, Mapping
 
 import voluptuous as v
 
+from .payloads import is_repo_name
+
 MAX_PAYLOAD = 5 * 1024 * 1024
+
+
+def _repo(value: Any) -> str:
+    if not isinstance(value, str) or not is_repo_name(value):
+        raise v.Invalid(f"{value!r} is not a well-formed owner/name")
+    return value
+
 
 OPTIONS = v.Schema({
     v.Required("driver"): "gitea",
@@ -23,7 +32,7 @@ OPTIONS = v.Schema({
     v.Optional("bot-user", default=""): str,          # the gate's own account
     v.Optional("reply-to-refused", default=False): bool,
     v.Optional("poll-interval", default=0): v.All(v.Coerce(float), v.Range(min=0)),
-    v.Optional("poll-projects", default=[]): [str],
+    v.Optional("poll-projects", default=[]): [_repo],
     v.Optional("comment-template"): str,
     v.Optional("merge-style", default="merge"): v.In(
         ["merge", "rebase", "rebase-merge", "squash", "fast-forward-only"]),
