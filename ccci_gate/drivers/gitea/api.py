@@ -49,7 +49,6 @@ class PullRequest:
     title: str = ""
     url: str = ""
     state: str = "open"
-    merged: bool = False
 
 
 class BadPath(GiteaError):
@@ -138,7 +137,7 @@ class GiteaAPI:
                                   f"{head[:80]!r}")
         return PullRequest(number, head, data["base"]["ref"],
                            data.get("title") or "", data.get("html_url") or "",
-                           data.get("state") or "open", data.get("merged") is True)
+                           data.get("state") or "open")
 
     def changed_files(self, repo: str, number: int, limit: int = 50,
                       max_pages: int = 20) -> tuple[str, ...]:
@@ -174,18 +173,6 @@ class GiteaAPI:
             if len(data) < limit:
                 break
         return out
-
-    def issue_comments(self, repo: str, number: int, since: str = "") -> list[dict]:
-        """The comments of one issue or pull request (since ``since``, RFC 3339)."""
-        params = {"since": since} if since else None
-        return list(self.call("GET", path("/repos/{}/issues/{}/comments", repo, number),
-                              params=params, retries=0).json())
-
-    def latest_statuses(self, repo: str, sha: str) -> dict[str, dict]:
-        """The latest status per context on ``sha`` (Gitea's combined status)."""
-        data = self.call("GET", path("/repos/{}/commits/{}/status", repo, sha),
-                         params={"limit": 100}, retries=0).json()
-        return {str(s.get("context")): s for s in data.get("statuses") or []}
 
     def can_write(self, repo: str, user: str) -> bool:
         """Whether ``user`` is a collaborator with write access to ``repo``."""
