@@ -90,7 +90,8 @@ class Gatekeeper:
         self.web_url = web_url
         self.engine, self.restored = self._restore(f"{web_url}/git", web_url)
         self.scheduler_ref: Scheduler | None = None
-        self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls)
+        self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls,
+                                            grace=settings.gearman_grace)
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
                                 f"{web_url}/git")
         self.connections = build_connections(settings.connections, self._emit, state)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="external Gearman server (repeatable); default: an embedded one")
     p.add_argument("--gearman-listen", metavar="HOST:PORT",
                    help="where the embedded Gearman server listens (default: 127.0.0.1:4730)")
+    p.add_argument("--gearman-grace", type=float, metavar="SECONDS",
+                   help="how long workers get to (re-)register a job's function before "
+                        "its build is NOT_REGISTERED (default: 30)")
     p.add_argument("--layout", action="append", default=[], metavar="PATH",
                    help="layout file or directory (repeatable; default: layouts/ and jobs/)")
     p.add_argument("--jobs-dir", help="where shell jobs' scripts live (default: jobs/)")
@@ -176,6 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "state-dir": args.state_dir, "listen": args.listen, "public-url": args.public_url,
         "gearman": args.gearman, "gearman-listen": args.gearman_listen,
         "gearman-tls-dir": args.gearman_tls_dir,
+        "gearman-grace": args.gearman_grace,
         "layout": [str(p) for p in args.layout], "repos": args.repos, "jobs-dir": args.jobs_dir,
     }
     if args.no_worker:

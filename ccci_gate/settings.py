@@ -42,6 +42,7 @@ SCHEMA = v.Schema({
     v.Optional("gearman", default=[]): [str],
     v.Optional("gearman-listen", default="127.0.0.1:4730"): str,
     v.Optional("gearman-tls-dir", default=""): str,
+    v.Optional("gearman-grace", default=30.0): v.All(v.Coerce(float), v.Range(min=0)),
     v.Optional("layout", default=["layouts", "jobs"]): [str],
     v.Optional("jobs-dir", default="jobs"): str,
     v.Optional("repos", default="repos"): str,
@@ -67,6 +68,7 @@ class Settings:
     gearman: list[HostPort] = field(default_factory=list)
     gearman_listen: HostPort = ("127.0.0.1", 4730)
     gearman_tls_dir: Path | None = None
+    gearman_grace: float = 30.0   # seconds workers get to (re-)register before NOT_REGISTERED
     layout: list[Path] = field(default_factory=lambda: [Path("layouts"), Path("jobs")])
     jobs_dir: Path = Path("jobs")
     repos: str = "repos"
@@ -130,6 +132,7 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         gearman=[parse_hostport(s) for s in data["gearman"]],
         gearman_listen=parse_hostport(data["gearman-listen"]),
         gearman_tls_dir=Path(data["gearman-tls-dir"]) if data["gearman-tls-dir"] else None,
+        gearman_grace=data["gearman-grace"],
         layout=[Path(p) for p in data["layout"]],
         jobs_dir=Path(data["jobs-dir"]),
         repos=data["repos"],

@@ -16,6 +16,9 @@ from ccci_gate.gearman.server import EmbeddedServer
 from ccci_gate.gearman.worker import GearmanWorker
 
 
+GRACE = 1.0  # seconds workers get to (re-)register, short for the tests
+
+
 class Events:
     def __init__(self) -> None:
         self.q: "queue.Queue" = queue.Queue()
@@ -38,7 +41,7 @@ class Events:
 @pytest.fixture
 def dispatcher(gearman_server, tmp_path):
     events = Events()
-    d = GearmanDispatcher([gearman_server], events, tmp_path / "logs")
+    d = GearmanDispatcher([gearman_server], events, tmp_path / "logs", grace=GRACE)
     d.wait_for_server(10)
     d.events = events
     yield d
@@ -62,7 +65,7 @@ def make_worker(gearman_server):
 def wait_registered(d: GearmanDispatcher, function: str, count: int = 1) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if d.pool()["functions"].get(function, {}).get("workers", 0) >= count:
+        if d.pool(max_age=0)["functions"].get(function, {}).get("workers", 0) >= count:
             return
         time.sleep(0.05)
     raise AssertionError(f"{function} not registered")
@@ -90,18 +93,43 @@ def test_round_trip_with_parameters_log_and_progress(dispatcher, make_worker, tm
     assert (tmp_path / "logs" / f"{bid(1)}.log").read_text() == "line one\nline two\n"
 
 
-def test_no_registered_worker_is_not_registered_at_once(dispatcher, make_worker):
+def test_no_registered_worker_is_not_registered_after_the_grace(dispatcher, make_worker):
     w = make_worker("w1", ["build:other"])
     wait_registered(dispatcher, "build:other")
     w.shutdown()
     deadline = time.monotonic() + 10
-    while dispatcher.pool()["functions"].get("build:other", {}).get("workers", 0) and time.monotonic() < deadline:
+    while dispatcher.pool(max_age=0)["functions"].get("build:other", {}).get("workers", 0) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
-    dispatcher._registry_at = 0  # do not wait for the cache to expire
     for n, function in ((2, "build:nobody"), (3, "build:other")):
+        started = time.monotonic()
         dispatcher.start(StartBuild(bid(n), function, {}))
-        event = dispatcher.events.next(BuildCompleted, bid(n), timeout=5)
+        event = dispatcher.events.next(BuildCompleted, bid(n), timeout=GRACE + 10)
         assert event.not_registered and event.result is None
+        assert time.monotonic() - started < GRACE + 5
+    # long after the last worker left and the connection came up: at once (one poll)
+    time.sleep(GRACE)
+    dispatcher.start(StartBuild(bid(20), "build:nobody", {}))
+    assert dispatcher.events.next(BuildCompleted, bid(20), timeout=5).not_registered
+
+
+def test_a_build_waits_for_a_worker_that_registers_within_the_grace(gearman_server, tmp_path,
+                                                                     make_worker):
+    events = Events()
+    d = GearmanDispatcher([gearman_server], events, tmp_path / "logs", grace=20)
+    try:
+        d.wait_for_server(10)
+        d.start(StartBuild(bid(21), "build:late", {"BUILD_ATTEMPT": "2"}))
+        time.sleep(1.5)   # a retry of a lost build: no worker yet, and no verdict either
+        assert events.q.empty()
+        w = make_worker("w-late", ["build:late"])
+        req = w.get_build(15)
+        assert req is not None and req.build_id == bid(21)
+        req.started("w-late")
+        req.complete("SUCCESS")
+        assert events.next(BuildCompleted, bid(21)).result == "SUCCESS"
+    finally:
+        d.shutdown()
 
 
 @pytest.mark.parametrize("how", ["fail", "no-result"])
@@ -129,9 +157,10 @@ def test_cancel_of_a_queued_build_removes_it_from_the_queue(dispatcher, make_wor
     dispatcher.start(StartBuild(bid(6), "build:slow", {}))  # build 6 waits in the queue
     time.sleep(0.2)
     dispatcher.cancel(CancelBuild(bid(6)))
+    dispatcher.pool(max_age=0)   # requests are handled in order: the cancel is done
     holding.complete("SUCCESS")
     assert busy.get_build(1.0) is None, "a cancelled build reached a worker"
-    assert dispatcher.pool()["functions"]["build:slow"]["queued"] == 0
+    assert dispatcher.pool(max_age=0)["functions"]["build:slow"]["queued"] == 0
 
 
 def test_cancel_of_a_running_build_stops_it_on_its_worker(dispatcher, make_worker):

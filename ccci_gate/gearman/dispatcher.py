@@ -1,20 +1,44 @@
 """The dispatcher: the gatekeeper's Gearman client (the ``Dispatcher`` port).
 
 It submits builds, turns what workers send back into frozen events, writes the log
-chunks workers stream into ``log_dir/<build-id>.log``, and cancels builds. Outcomes are
-the same on gear.Server and gearmand: a worker lost mid-build gives WORK_FAIL on the
-former (→ ``BuildCompleted(result=None)``, the scheduler retries with a new build id)
-and a requeue to another worker on the latter (→ a second ``BuildStarted``).
+chunks workers stream into ``log_dir/<build-id>.log``, and cancels builds.
+
+Threads. ``start``, ``cancel`` and ``pool`` never block: they put a request on a queue
+(or read a snapshot). One **dispatcher thread** does every blocking gear call —
+submits, admin requests (status, workers, ``cancel job``), ``stop:<worker>`` jobs —
+and polls the servers' registries once a second. gear's poll thread only runs the
+packet callbacks below, which never call gear: a stop decided there is handed to the
+dispatcher thread. Every exception of a gear call is caught (``NoConnectedServersError``,
+``TimeoutError``... are not ``gear.GearmanError``).
+
+Waiting for workers. A build whose function no worker has registered is *held* here,
+not submitted: it is submitted the moment a worker registers it, and reported
+``NOT_REGISTERED`` only when no worker registered it within ``grace`` seconds of the
+later of: the last (re)connection to a server, the last time a worker had it, and (for
+a retry of a lost attempt) the retry itself. So a restarted Gearman server or a
+restarting worker gets time to re-register, while a function nobody ever had, on a
+server connected for longer than the grace, is NOT_REGISTERED within a poll (~1 s).
+While no server is connected at all, builds are held without a deadline.
+
+Outcomes are the same on gear.Server and gearmand: a worker lost mid-build gives
+WORK_FAIL on the former and a requeue on the latter (→ a second ``BuildStarted``); a
+connection to the server lost under a build gives ``BuildCompleted(result=None)`` and a
+``stop:<worker>`` for it once a server is back, so the retry never runs beside it.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import random
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import gear
+from gear import constants
 
 from ..core.actions import CancelBuild, StartBuild
 from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
@@ -23,42 +47,103 @@ from . import protocol
 
 log = logging.getLogger("ccci_gate.dispatcher")
 
-REGISTRY_TTL = 2.0
+GRACE = 30.0          # seconds workers get to (re-)register before NOT_REGISTERED
+POLL = 1.0            # registry poll interval
+ADMIN_TIMEOUT = 5.0   # an admin request's answer
+STOP_TTL = 120.0      # how long a stop waits for a server to send it through
+
+HELD, QUEUED, RUNNING = "held", "queued", "running"
+
+
+@dataclass(eq=False)
+class _Build:
+    """One build as the dispatcher sees it. ``lock`` guards the fields the poll thread
+    reads or writes (state, worker, canceled, stop_sent, finished)."""
+
+    action: StartBuild
+    held_since: float
+    state: str = HELD
+    job: gear.Job | None = None
+    worker: str = ""
+    canceled: bool = False
+    stop_sent: bool = False
+    finished: bool = False
+    retry: bool = False
+    submit_failures: int = 0
+
+    @property
+    def build_id(self) -> str:
+        return self.action.build_id
+
+    @property
+    def function(self) -> str:
+        return self.action.function
+
+
+@dataclass
+class _Pending:
+    """A stop to send when a server is connected."""
+
+    worker: str
+    build_id: str
+    until: float = field(default_factory=lambda: time.monotonic() + STOP_TTL)
 
 
 class _Client(gear.Client):
     """gear's client with TCP_NODELAY and callbacks into the dispatcher."""
 
     def __init__(self, owner: "GearmanDispatcher", client_id: str):
-        super().__init__(client_id=client_id)
         self.owner = owner
+        super().__init__(client_id=client_id)
 
     def _onConnect(self, conn):  # noqa: N802 - gear's names below too
         protocol.set_nodelay(conn.conn)
         super()._onConnect(conn)
 
+    def _onActiveConnection(self, conn):  # noqa: N802
+        super()._onActiveConnection(conn)
+        self.owner._on_connected(conn)
+
     def handleWorkData(self, packet):
-        job = super().handleWorkData(packet)
+        try:
+            job = super().handleWorkData(packet)
+        except gear.UnknownJobError:
+            # not ours (any more): gearmand's "cancel job" answers OK and fails the job
+            # to us even when a worker already runs it, and forwards what it sends
+            self.owner._on_unknown_data(packet.getArgument(1, True))
+            return
         self.owner._on_data(job, packet.getArgument(1, True))
 
     def handleWorkStatus(self, packet):
-        job = super().handleWorkStatus(packet)
-        self.owner._on_status(job)
+        job = self._known(super().handleWorkStatus, packet)
+        if job is not None:
+            self.owner._on_status(job)
 
     def handleWorkComplete(self, packet):
-        job = super().handleWorkComplete(packet)
-        self.owner._on_complete(job, packet.getArgument(1, True))
+        job = self._known(super().handleWorkComplete, packet)
+        if job is not None:
+            self.owner._on_complete(job, packet.getArgument(1, True))
 
     def handleWorkFail(self, packet):
-        job = super().handleWorkFail(packet)
-        self.owner._on_lost(job, "WORK_FAIL: the worker failed or was lost")
+        job = self._known(super().handleWorkFail, packet)
+        if job is not None:
+            self.owner._on_lost(job, "WORK_FAIL: the worker failed or was lost")
 
     def handleWorkException(self, packet):
-        job = super().handleWorkException(packet)
-        self.owner._on_lost(job, f"WORK_EXCEPTION: {job.exception!r}")
+        job = self._known(super().handleWorkException, packet)
+        if job is not None:
+            self.owner._on_lost(job, f"WORK_EXCEPTION: {job.exception!r}")
+
+    @staticmethod
+    def _known(handle, packet):
+        try:
+            return handle(packet)
+        except gear.UnknownJobError:
+            log.debug("ignoring %s for a job that is not ours", packet)
+            return None
 
     def handleDisconnect(self, job):
-        self.owner._on_lost(job, "lost the connection to the Gearman server")
+        self.owner._on_lost(job, "lost the connection to the Gearman server", disconnected=True)
         return job
 
 
@@ -67,183 +152,426 @@ class GearmanDispatcher:
 
     def __init__(self, servers: list[tuple[str, int]], emit: Callable[[Event], None],
                  log_dir: Path, client_id: str = "ccci-gate", connect_timeout: float = 10.0,
-                 tls: TlsFiles | None = None):
+                 grace: float = GRACE, poll: float = POLL, tls: TlsFiles | None = None):
         self.emit = emit
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.connect_timeout = connect_timeout
+        self.grace = grace
+        self.poll = poll
+        self._lock = threading.Lock()
+        self._ops: "queue.Queue[tuple | None]" = queue.Queue()
+        self._builds: dict[str, _Build] = {}       # dispatcher thread only
+        self._stops: list[_Pending] = []            # dispatcher thread only
+        # function → workers, per connection; last time a worker had a function
+        self._registry: dict[Any, dict[str, int]] = {}
+        self._seen: dict[str, float] = {}
+        self._connected_at = time.monotonic()
+        self._polled_at = 0.0
+        self._snapshot: dict[str, Any] = {"servers": [], "functions": {}, "workers": []}
+        self._snapshot_at = 0.0
+        self._running = True
+        # submitted, canceled, unqueued (removed from a server's queue), stops,
+        # not_registered, lost: what happened, for benchmarks and the status
+        self.stats: Counter[str] = Counter()
         self.client = _Client(self, client_id)
         for host, port in servers:
             self.client.addServer(host, port, **protocol.tls_options(tls))
-        self.connect_timeout = connect_timeout
-        self._lock = threading.Lock()
-        self._jobs: dict[str, gear.Job] = {}
-        self._registry: dict[str, int] = {}
-        self._registry_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
 
-    # --- the port -----------------------------------------------------------------------
+    # --- the port (any thread; never blocks) -------------------------------------------
 
     def start(self, action: StartBuild) -> None:
-        if not self._registered(action.function):
-            self.emit(BuildCompleted(action.build_id, None, not_registered=True,
-                                     message=f"no worker registered for {action.function}"))
-            return
-        job = gear.Job(action.function.encode(), protocol.encode_parameters(action.parameters),
-                       unique=action.build_id.encode())
-        job.build_id = action.build_id
-        job.worker_name = ""
-        job.finished = False
-        with self._lock:
-            self._jobs[action.build_id] = job
-        try:
-            self.client.submitJob(job, precedence=protocol.PRECEDENCE[action.precedence],
-                                  timeout=self.connect_timeout)
-        except gear.GearmanError as exc:
-            self._on_lost(job, f"could not submit: {exc}")
+        self._ops.put(("start", action))
 
     def cancel(self, action: CancelBuild) -> None:
-        with self._lock:
-            job = self._jobs.pop(action.build_id, None)
-        if job is None or job.finished:
-            return
-        job.finished = True
-        if not job.worker_name and job.handle and job.connection is not None:
-            request = gear.CancelJobAdminRequest(job.handle)
-            try:
-                job.connection.sendAdminRequest(request, timeout=5)
-                if request.response.startswith(b"OK"):
-                    log.info("build %s removed from the Gearman queue", action.build_id)
-                    return
-            except Exception as exc:  # the server may not support it: stop it instead
-                log.debug("cancel job failed: %s", exc)
-        if job.worker_name:
-            self._stop(job)
-        else:
-            # assigned between our look and the cancel: stop it once it says who runs it
-            job.stop_when_started = True
+        self._ops.put(("cancel", action.build_id))
 
-    def pool(self) -> dict[str, Any]:
-        """Functions (queued, running, workers) and workers, over every server."""
+    def pool(self, max_age: float | None = None) -> dict[str, Any]:
+        """Functions (queued, running, workers), workers and servers, as of the last
+        poll. ``max_age`` asks for a poll at most that old (waits at most 2 s for it)."""
+        if max_age is not None and time.monotonic() - self._snapshot_at > max_age:
+            done = threading.Event()
+            self._ops.put(("poll", done))
+            done.wait(2.0)
+        return dict(self._snapshot)
+
+    def wait_for_server(self, timeout: float = 10.0) -> None:
+        """Block until a server is connected (for tools and tests, not the scheduler)."""
+        self.client.waitForServer(timeout)
+
+    def shutdown(self) -> None:
+        self._running = False
+        self._ops.put(None)
+        self._thread.join(timeout=10)
+        self.client.shutdown()
+
+    # --- the dispatcher thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while self._running:
+            wait = max(0.0, self._polled_at + self.poll - time.monotonic())
+            try:
+                op = self._ops.get(timeout=wait)
+            except queue.Empty:
+                op = ("tick",)
+            if op is None:
+                return
+            try:
+                self._do(op)
+            except Exception:  # never let the thread die
+                log.exception("dispatcher operation %s failed", op[0])
+
+    def _do(self, op: tuple) -> None:
+        kind = op[0]
+        if kind == "start":
+            self._start(op[1])
+        elif kind == "cancel":
+            self._cancel(op[1])
+        elif kind == "stop":
+            self._stops.append(_Pending(op[1], op[2]))
+            self._send_stops()
+        elif kind == "poll":
+            self._tick()
+            op[1].set()
+        elif kind == "forget":
+            build = self._builds.get(op[1])
+            if build is not None and build.finished:
+                del self._builds[op[1]]
+        elif kind == "connected":
+            self._connected_at = time.monotonic()
+            self._tick()
+        if kind == "tick" or time.monotonic() - self._polled_at >= self.poll:
+            self._tick()
+
+    def _start(self, action: StartBuild) -> None:
+        now = time.monotonic()
+        build = _Build(action, now, retry=_attempt(action) > 1)
+        self._builds[action.build_id] = build
+        if self._registered(action.function):
+            self._submit(build)
+        elif now - self._polled_at > 0.2:
+            self._tick()  # a fresh look before holding (or calling it NOT_REGISTERED)
+
+    def _tick(self) -> None:
+        self._poll_servers()
+        self._send_stops()
+        now = time.monotonic()
+        connected = bool(self.client.active_connections)
+        for build in list(self._builds.values()):
+            if build.state == HELD:
+                if build.canceled:
+                    self._builds.pop(build.build_id, None)
+                elif not connected:
+                    continue
+                elif self._registered(build.function):
+                    self._submit(build)
+                elif now >= self._deadline(build):
+                    self._not_registered(build)
+            elif build.state == QUEUED and connected and not self._registered(build.function) \
+                    and now >= self._deadline(build):
+                self._unqueue_unregistered(build)
+
+    def _deadline(self, build: _Build) -> float:
+        start = max(self._connected_at, self._seen.get(build.function, float("-inf")))
+        if build.retry:
+            start = max(start, build.held_since)
+        return start + self.grace
+
+    def _registered(self, function: str) -> bool:
+        """At least one worker can run ``function`` (gear.Server lists count 0 too)."""
+        return any(reg.get(function, 0) >= 1 for reg in self._registry.values())
+
+    def _not_registered(self, build: _Build) -> None:
+        self._builds.pop(build.build_id, None)
+        with self._lock:
+            if build.finished:
+                return
+            build.finished = True
+        self.stats["not_registered"] += 1
+        self.emit(BuildCompleted(build.build_id, None, not_registered=True,
+                                 message=f"no worker registered {build.function} "
+                                         f"within {self.grace:g}s"))
+
+    def _unqueue_unregistered(self, build: _Build) -> None:
+        """A queued build whose function lost every worker for longer than the grace."""
+        if self._admin_cancel(build):
+            self._not_registered(build)
+
+    # --- submitting ----------------------------------------------------------------------
+
+    def _submit(self, build: _Build) -> None:
+        action = build.action
+        job = gear.Job(action.function.encode(), protocol.encode_parameters(action.parameters),
+                       unique=action.build_id.encode())
+        job.ccci_build = build
+        conns = self._connections_for(action.function)
+        if not conns:
+            return  # held: tried again at the next tick
+        conn = conns[0]
+        build.job = job
+        build.state = QUEUED
+        try:
+            sent = self._submit_to(conn, job, protocol.PRECEDENCE[action.precedence])
+        except Exception as exc:  # noqa: BLE001 - every gear error, whatever its class
+            sent, why = None, exc
+        else:
+            why = None
+        if sent is True:
+            self.stats["submitted"] += 1
+            return
+        build.submit_failures += 1
+        if sent is None:
+            # nothing reached the server: hold it and submit again at the next tick
+            log.warning("could not submit build %s (%s); holding it", build.build_id, why)
+            build.state, build.job = HELD, None
+            return
+        # the server may have it or not: count it as a lost attempt (the retry has a new id)
+        self._builds.pop(build.build_id, None)
+        self._lost(build, f"submit not acknowledged by {conn.host}:{conn.port}: {why or ''}")
+
+    def _submit_to(self, conn, job: gear.Job, precedence: int) -> bool | None:
+        """SUBMIT_JOB on ``conn``: True when created, None when nothing was sent, False
+        when it was sent and not acknowledged (the connection is dropped then)."""
+        cmd = {gear.PRECEDENCE_NORMAL: constants.SUBMIT_JOB,
+               gear.PRECEDENCE_LOW: constants.SUBMIT_JOB_LOW,
+               gear.PRECEDENCE_HIGH: constants.SUBMIT_JOB_HIGH}[precedence]
+        return self._send_job(conn, job, cmd)
+
+    def _send_job(self, conn, job: gear.Job, cmd: int) -> bool | None:
+        data = b"\x00".join((job.binary_name, job.binary_unique or b"", job.binary_arguments))
+        packet = gear.Packet(constants.REQ, cmd, data)
+        task = gear.SubmitJobTask(job)
+        conn.pending_tasks.append(task)
+        try:
+            self.client.sendPacket(packet, conn)   # marks the connection lost on failure
+        except Exception:  # noqa: BLE001
+            return None
+        if not task.wait(self.connect_timeout) or not job.handle:
+            log.error("%s:%s did not acknowledge %s", conn.host, conn.port, job)
+            self.client._lostConnection(conn)
+            return False
+        job.connection = conn
+        return True
+
+    def _connections_for(self, function: str) -> list:
+        """Active connections, those whose server has a worker for ``function`` first."""
+        conns = list(self.client.active_connections)
+        random.shuffle(conns)
+        conns.sort(key=lambda c: -min(1, self._registry.get(c, {}).get(function, 0)))
+        return conns
+
+    # --- canceling and stopping ----------------------------------------------------------
+
+    def _cancel(self, build_id: str) -> None:
+        build = self._builds.pop(build_id, None)
+        if build is None:
+            return
+        self.stats["canceled"] += 1
+        with self._lock:
+            build.canceled = True
+            state, worker = build.state, build.worker
+            stop = bool(worker) and not build.stop_sent and not build.finished
+            build.stop_sent = build.stop_sent or stop
+        if state == HELD:
+            return
+        if stop:
+            self._stops.append(_Pending(worker, build_id))
+            self._send_stops()
+            return
+        if state == QUEUED and self._admin_cancel(build):
+            self.stats["unqueued"] += 1
+            log.info("build %s removed from the Gearman queue", build_id)
+        # else: a worker took it meanwhile; its first WORK_DATA turns into a stop
+
+    def _admin_cancel(self, build: _Build) -> bool:
+        job = build.job
+        conn = getattr(job, "connection", None)
+        if job is None or not job.handle or conn is None or not conn.connected:
+            return False
+        request = gear.CancelJobAdminRequest(job.handle)
+        try:
+            conn.sendAdminRequest(request, timeout=ADMIN_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("cancel job %s failed: %s", build.build_id, exc)
+            return False
+        return request.response.startswith(b"OK")
+
+    def _send_stops(self) -> None:
+        now = time.monotonic()
+        left = []
+        for stop in self._stops:
+            if now > stop.until:
+                log.warning("gave up stopping build %s on %s: no server", stop.build_id,
+                            stop.worker)
+                continue
+            if not self._send_stop(stop):
+                left.append(stop)
+        self._stops = left
+
+    def _send_stop(self, stop: _Pending) -> bool:
+        job = gear.Job(protocol.stop_function(stop.worker).encode(),
+                       protocol.encode({"build_id": stop.build_id}),
+                       unique=f"stop-{stop.build_id}".encode())
+        for conn in self._connections_for(protocol.stop_function(stop.worker)):
+            try:
+                if self._send_job(conn, job, constants.SUBMIT_JOB_HIGH_BG):
+                    self.stats["stops"] += 1
+                    log.info("asked %s to stop build %s", stop.worker, stop.build_id)
+                    return True
+            except Exception as exc:  # noqa: BLE001
+                log.warning("stop of %s on %s failed: %s", stop.build_id, stop.worker, exc)
+        return False
+
+    # --- registry ------------------------------------------------------------------------
+
+    def _on_connected(self, conn) -> None:  # gear's connect thread
+        self._ops.put(("connected",))
+
+    def _poll_servers(self) -> None:
+        now = time.monotonic()
+        self._polled_at = now
+        registry: dict[Any, dict[str, int]] = {}
         functions: dict[str, dict[str, int]] = {}
         workers: list[dict[str, Any]] = []
         servers = []
         for conn in list(self.client.active_connections):
             servers.append(f"{conn.host}:{conn.port}")
-            for name, total, running, count in self._status(conn):
+            status = self._admin(conn, gear.StatusAdminRequest())
+            if status is None:
+                continue
+            reg = registry.setdefault(conn, {})
+            for name, total, running, count in _parse_status(status):
+                reg[name] = reg.get(name, 0) + count
                 entry = functions.setdefault(name, {"queued": 0, "running": 0, "workers": 0})
                 entry["queued"] += max(0, total - running)
                 entry["running"] += running
                 entry["workers"] += count
-            workers += self._workers(conn)
-        return {"servers": servers, "functions": functions, "workers": workers}
-
-    def wait_for_server(self, timeout: float = 10.0) -> None:
-        self.client.waitForServer(timeout)
-
-    def shutdown(self) -> None:
-        self.client.shutdown()
-
-    # --- worker registry ----------------------------------------------------------------
-
-    def _registered(self, function: str) -> bool:
-        """At least one worker can run ``function`` (gear.Server lists count 0 too)."""
-        now = time.monotonic()
-        if now - self._registry_at > REGISTRY_TTL or self._registry.get(function, 0) < 1:
-            if not self.client.active_connections:
-                try:
-                    self.client.waitForServer(self.connect_timeout)
-                except Exception:
-                    return True  # let the submit fail and be retried, not NOT_REGISTERED
-            registry: dict[str, int] = {}
-            for conn in list(self.client.active_connections):
-                for name, _total, _running, count in self._status(conn):
-                    registry[name] = registry.get(name, 0) + count
-            self._registry, self._registry_at = registry, now
-        return self._registry.get(function, 0) >= 1
+                if count:
+                    self._seen[name] = now
+            listing = self._admin(conn, gear.WorkersAdminRequest())
+            workers += _parse_workers(listing or b"")
+        self._registry = registry
+        held = sum(1 for b in self._builds.values() if b.state == HELD and not b.canceled)
+        self._snapshot = {"servers": servers, "functions": functions, "workers": workers,
+                          "held": held}
+        self._snapshot_at = now
 
     @staticmethod
-    def _status(conn) -> list[tuple[str, int, int, int]]:
-        request = gear.StatusAdminRequest()
+    def _admin(conn, request) -> bytes | None:
         try:
-            conn.sendAdminRequest(request, timeout=5)
-        except Exception as exc:
-            log.warning("status from %s failed: %s", conn, exc)
-            return []
-        out = []
-        for line in request.response.decode("utf-8", "replace").splitlines():
-            parts = line.split("\t")
-            if len(parts) == 4 and parts[1].isdigit():
-                out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
-        return out
+            conn.sendAdminRequest(request, timeout=ADMIN_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s from %s:%s failed: %r", type(request).__name__, conn.host,
+                        conn.port, exc)
+            return None
+        return request.response
 
-    @staticmethod
-    def _workers(conn) -> list[dict[str, Any]]:
-        request = gear.WorkersAdminRequest()
-        try:
-            conn.sendAdminRequest(request, timeout=5)
-        except Exception:
-            return []
-        out = []
-        for line in request.response.decode("utf-8", "replace").splitlines():
-            head, _, funcs = line.partition(" : ")
-            parts = head.split()
-            functions = funcs.split()
-            if len(parts) >= 3 and functions:
-                out.append({"name": parts[2], "address": parts[1], "functions": functions})
-        return out
-
-    # --- callbacks from gear's thread ---------------------------------------------------
+    # --- callbacks from gear's threads (never call gear here) -----------------------------
 
     def _on_data(self, job: gear.Job, data: bytes) -> None:
-        build_id = getattr(job, "build_id", None)
-        if build_id is None:
+        build: _Build | None = getattr(job, "ccci_build", None)
+        if build is None:
             return
         message = protocol.decode(data)
         if "name" in message:
-            job.worker_name = str(message.get("name") or "")
-            if getattr(job, "stop_when_started", False):
-                job.stop_when_started = False
-                self._stop(job)
-            if not job.finished:
-                self.emit(BuildStarted(build_id, job.worker_name, str(message.get("url") or "")))
+            name = str(message.get("name") or "")
+            with self._lock:
+                build.worker = name
+                build.state = RUNNING
+                # canceled, or already given up on (NOT_REGISTERED): it must not run
+                stop = (build.canceled or build.finished) and not build.stop_sent
+                build.stop_sent = build.stop_sent or stop
+                live = not build.canceled and not build.finished
+            if stop:
+                self._ops.put(("stop", name, build.build_id))
+            if live:
+                self.emit(BuildStarted(build.build_id, name, str(message.get("url") or "")))
         elif "log" in message:
-            with open(self.log_dir / f"{build_id}.log", "a", encoding="utf-8") as fh:
+            with open(self.log_dir / f"{build.build_id}.log", "a", encoding="utf-8") as fh:
                 fh.write(str(message["log"]))
 
+    def _on_unknown_data(self, data: bytes) -> None:
+        """A build we do not know (canceled, given up on) says it started: stop it."""
+        message = protocol.decode(data)
+        name, number = str(message.get("name") or ""), str(message.get("number") or "")
+        if name and number:
+            log.info("build %s started on %s after it was canceled: stopping it", number, name)
+            self._ops.put(("stop", name, number))
+
     def _on_status(self, job: gear.Job) -> None:
-        build_id = getattr(job, "build_id", None)
-        if build_id is None or job.finished:
+        build: _Build | None = getattr(job, "ccci_build", None)
+        if build is None or build.canceled or build.finished:
             return
         try:
-            self.emit(BuildProgress(build_id, int(job.numerator), int(job.denominator)))
+            self.emit(BuildProgress(build.build_id, int(job.numerator), int(job.denominator)))
         except (TypeError, ValueError):
             pass
 
     def _on_complete(self, job: gear.Job, data: bytes) -> None:
-        result = protocol.decode(data).get("result")
+        build: _Build | None = getattr(job, "ccci_build", None)
+        if build is None:
+            return
+        message = protocol.decode(data)
+        result = message.get("result")
         if not isinstance(result, str) or not result:
-            self._on_lost(job, "WORK_COMPLETE without a result")
-            return
-        self._finish(job, BuildCompleted(job.build_id, result))
+            self._lost(build, "WORK_COMPLETE without a result")
+        elif message.get(protocol.RETRY):
+            self._lost(build, f"infra {result} on {build.worker or 'a worker'}: "
+                              f"{message.get('message') or 'the worker asks for a retry'}")
+        else:
+            self._finish(build, BuildCompleted(build.build_id, result,
+                                               message=str(message.get("message") or "")))
 
-    def _on_lost(self, job: gear.Job, why: str) -> None:
-        if getattr(job, "build_id", None) is None:
+    def _on_lost(self, job: gear.Job, why: str, disconnected: bool = False) -> None:
+        build: _Build | None = getattr(job, "ccci_build", None)
+        if build is None:
             return
-        self._finish(job, BuildCompleted(job.build_id, None, message=why))
+        if disconnected:
+            with self._lock:
+                worker = build.worker if not build.stop_sent else ""
+                build.stop_sent = True
+            if worker:  # it may still run there: stop it before its retry starts
+                self._ops.put(("stop", worker, build.build_id))
+        self._lost(build, why)
 
-    def _finish(self, job: gear.Job, event: BuildCompleted) -> None:
+    def _lost(self, build: _Build, why: str) -> None:
+        self.stats["lost"] += 1
+        self._finish(build, BuildCompleted(build.build_id, None, message=why))
+
+    def _finish(self, build: _Build, event: BuildCompleted) -> None:
         with self._lock:
-            known = self._jobs.pop(job.build_id, None) is job
-        if not known or job.finished:
-            return
-        job.finished = True
+            if build.finished or build.canceled:
+                build.finished = True
+                return
+            build.finished = True
+        self._ops.put(("forget", build.build_id))
         self.emit(event)
 
-    def _stop(self, job: gear.Job) -> None:
-        stop = gear.Job(protocol.stop_function(job.worker_name).encode(),
-                        protocol.encode({"build_id": job.build_id}),
-                        unique=f"stop-{job.build_id}".encode())
-        try:
-            self.client.submitJob(stop, background=True, precedence=gear.PRECEDENCE_HIGH,
-                                  timeout=self.connect_timeout)
-        except gear.GearmanError as exc:
-            log.warning("could not stop build %s on %s: %s", job.build_id, job.worker_name, exc)
+
+def _attempt(action: StartBuild) -> int:
+    try:
+        return int(action.parameters.get("BUILD_ATTEMPT") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _parse_status(data: bytes) -> list[tuple[str, int, int, int]]:
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
+            out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
+    return out
+
+
+def _parse_workers(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        head, _, funcs = line.partition(" : ")
+        parts = head.split()
+        functions = funcs.split()
+        if len(parts) >= 3 and functions:
+            out.append({"name": parts[2], "address": parts[1], "functions": functions})
+    return out

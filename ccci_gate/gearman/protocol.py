@@ -6,7 +6,9 @@
 - WORK_DATA: the first ``{name, number, manager, url}`` says the build started; later
   ``{"log": text}`` messages carry the build log.
 - WORK_STATUS ``n/d`` is progress; WORK_COMPLETE ``{"result": ...}`` ends the build.
-  A completion without a result, WORK_FAIL or WORK_EXCEPTION means *retry*.
+  A completion without a result, WORK_FAIL or WORK_EXCEPTION means *retry*; so does a
+  WORK_COMPLETE ``{"result": "ERROR", "retry": true, "message": why}``: an infra error
+  the worker met (Docker daemon down, no suitable node...), not the change's fault.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import gear
 
 PRECEDENCE = {"high": gear.PRECEDENCE_HIGH, "normal": gear.PRECEDENCE_NORMAL,
               "low": gear.PRECEDENCE_LOW}
+
+
+RETRY = "retry"   # WORK_COMPLETE key: the result is an infra error, run the build again
 
 
 def stop_function(worker: str) -> str:
