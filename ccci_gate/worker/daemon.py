@@ -2,25 +2,37 @@
 
 Each build gets a fresh workspace checked out at ``ZUUL_REF``, fetched from
 ``ZUUL_URL/ZUUL_PROJECT`` over the network. The log streams to the gatekeeper in
-batches (WORK_DATA) with secret parameter values redacted; a build past its timeout is
-killed and reported TIMED_OUT; ``stop:<worker>`` aborts it. A workspace that cannot
-be prepared is an infra failure: the build is handed back (WORK_FAIL) to be retried.
+batches (WORK_DATA) with secret parameter values redacted, at most ``FLUSH_SECONDS``
+after a line is written; a build past its timeout is killed and reported TIMED_OUT;
+``stop:<worker>`` aborts it, and so does losing the Gearman connection it came on (the
+gatekeeper retries it). A workspace that cannot be prepared is an infra failure: the
+build is handed back (WORK_FAIL) to be retried. A job kind's ``ERROR`` is an infra
+error too: it is sent as ``{"result": "ERROR", "retry": true}`` and the gatekeeper
+runs the build again, up to the job's attempts.
+
+At start the daemon reaps what a dead predecessor left in its workdir (processes and
+workspaces, ``worker.process``) and registers only the jobs this host can run: the
+Swarm kinds (``recipe-install``, ``recipe-systest``) need a Docker Engine in an active
+swarm, and without one they are left out with the reason logged.
 """
 from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..core.layout import JobConfig
+from ..gearman.protocol import RETRY
 from ..gearman.worker import BuildRequest, GearmanWorker
 from ..pki import TlsFiles
 from .handoff import hand_over
 from .kinds import BuildContext, get_kind
+from .process import Instance, reap_leftovers
 from .workspace import WorkspaceError, prepare_workspace
 
 log = logging.getLogger("ccci_gate.worker")
@@ -30,10 +42,33 @@ FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 4096
 
 
-def functions_for(jobs: Mapping[str, JobConfig], labels: Sequence[str]) -> list[str]:
-    """``build:<job>`` for unlabelled jobs, ``build:<job>:<label>`` for labels we have."""
+SWARM_KINDS = ("recipe-install", "recipe-systest")   # they deploy on Docker Swarm
+
+
+def swarm_problem() -> str | None:
+    """Why this host cannot run Swarm jobs (``None``: a Docker Engine in an active swarm)."""
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                             capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return "no docker command on this host"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker info failed: {exc}"
+    if out.returncode != 0:
+        return f"the Docker Engine does not answer: {(out.stderr or out.stdout).strip()[:200]}"
+    state = out.stdout.strip()
+    return None if state == "active" else f"this Docker Engine is not in an active swarm ({state})"
+
+
+def functions_for(jobs: Mapping[str, JobConfig], labels: Sequence[str],
+                  without_kinds: Sequence[str] = ()) -> list[str]:
+    """``build:<job>`` for unlabelled jobs, ``build:<job>:<label>`` for labels we have;
+    none of the kinds in ``without_kinds``."""
     out = []
     for job in jobs.values():
+        if job.kind in without_kinds:
+            continue
         if job.label is None:
             out.append(job.function)
         elif job.label in labels:
@@ -51,6 +86,20 @@ class LogStream:
         self._size = 0
         self._lock = threading.Lock()
         self._last = time.monotonic()
+        self._closed = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                        name=f"log-{request.build_id[:8]}")
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        """Flush what waits, so a line reaches the gatekeeper even if no next one comes."""
+        while not self._closed.wait(FLUSH_SECONDS):
+            if self._size:
+                self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
 
     def write(self, text: str) -> None:
         for secret in self.secrets:
@@ -75,6 +124,7 @@ class WorkerDaemon:
 
     def __init__(self, servers: list[tuple[str, int]], name: str, jobs: Mapping[str, JobConfig],
                  labels: Sequence[str], workdir: Path, jobs_dir: Path, max_builds: int = 1,
+                 swarm: Callable[[], str | None] = swarm_problem,
                  tls: TlsFiles | None = None):
         self.name = name
         self.jobs = dict(jobs)
@@ -85,13 +135,26 @@ class WorkerDaemon:
         self.max_builds = max_builds
         self._stops: dict[str, threading.Event] = {}
         self._running = True
-        self.gearman = GearmanWorker(servers, name, functions_for(self.jobs, self.labels),
-                                     on_stop=self.stop_build, tls=tls)
+        reap_leftovers(self.workdir)
+        self.instance = Instance.of(self.workdir)
+        self.swarm_problem = swarm() if any(j.kind in SWARM_KINDS for j in self.jobs.values()) \
+            else None
+        self.gearman = GearmanWorker(servers, name, self.functions(), on_stop=self.stop_build,
+                                     tls=tls)
+
+    def functions(self) -> list[str]:
+        """The functions to register; says why Swarm jobs are left out, if they are."""
+        left_out = SWARM_KINDS if self.swarm_problem else ()
+        skipped = sorted(j.function for j in self.jobs.values() if j.kind in left_out)
+        if skipped:
+            log.warning("worker %s does not register %s: %s", self.name, ", ".join(skipped),
+                        self.swarm_problem)
+        return functions_for(self.jobs, self.labels, left_out)
 
     def update_jobs(self, jobs: Mapping[str, JobConfig]) -> None:
         """New job definitions (reconfiguration); registers any new functions."""
         self.jobs = dict(jobs)
-        self.gearman.set_functions(functions_for(self.jobs, self.labels))
+        self.gearman.set_functions(self.functions())
 
     def run_forever(self) -> None:
         threads = [threading.Thread(target=self._loop, name=f"{self.name}-{i}", daemon=True)
@@ -134,6 +197,9 @@ class WorkerDaemon:
         job = self.jobs.get(request.job_name)
         stop = threading.Event()
         self._stops[request.build_id] = stop
+        if request.lost:
+            stop.set()
+        self.instance.claim(request.build_id)
         stream = LogStream(request, [v for k, v in params.items()
                                      if any(w in k.upper() for w in SECRET_WORDS)])
         request.started(self.name)
@@ -150,7 +216,7 @@ class WorkerDaemon:
                     prepare_workspace(workspace, params, stream.write)
                 except WorkspaceError as exc:
                     stream.write(f"cannot prepare the workspace: {exc}\n")
-                    stream.flush()
+                    stream.close()
                     request.fail()
                     return
                 ctx = BuildContext(job, params, workspace, stream.write, request.progress,
@@ -163,9 +229,17 @@ class WorkerDaemon:
                 if stop.is_set() and result not in ("TIMED_OUT",):
                     result = "ABORTED"
             hand_over(params, request.build_id, result)   # also by HTTP (worker/handoff.py)
-            stream.write(f"result: {result}\n")
-            stream.flush()
-            request.complete(result)
+            if result == "ERROR":
+                stream.write("result: ERROR (an infrastructure error: the gatekeeper retries "
+                             "the build)\n")
+                stream.close()
+                request.complete(result, {RETRY: True, "message": f"ERROR on {self.name}"})
+            else:
+                stream.write(f"result: {result}\n")
+                stream.close()
+                request.complete(result)
         finally:
+            stream.close()
             self._stops.pop(request.build_id, None)
             shutil.rmtree(workspace, ignore_errors=True)
+            self.instance.release(request.build_id)

@@ -2,27 +2,28 @@
 
 The script is the job's ``run`` path below the jobs directory; it runs as an argv (never
 through a shell string) with the workspace as its working directory and the build
-parameters in its environment. Its output is the build log. Exit 0 is SUCCESS.
+parameters in its environment. Its output is the build log, streamed as it comes
+(not line by line). Exit 0 is SUCCESS.
+
+The script runs under the worker's reaper (``worker.process.spawn``): when the build
+ends, is aborted or times out, or the worker dies, every process it started dies too.
 """
 from __future__ import annotations
 
+import codecs
 import os
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from .. import process
 from .base import BuildContext
 
 KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_HOST")
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+_kill = process.kill
 
 
 class ShellKind:
@@ -41,9 +42,7 @@ class ShellKind:
         env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
         env.update({k: v for k, v in ctx.parameters.items()})
         env["WORKSPACE"] = str(ctx.workspace)
-        proc = subprocess.Popen(argv, cwd=ctx.workspace, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = process.spawn(argv, ctx.workspace, env)
         reader = threading.Thread(target=self._pump, args=(proc, ctx), daemon=True)
         reader.start()
         result = None
@@ -74,5 +73,11 @@ class ShellKind:
     @staticmethod
     def _pump(proc: subprocess.Popen, ctx: BuildContext) -> None:
         assert proc.stdout is not None
-        for line in iter(proc.stdout.readline, b""):
-            ctx.log(line.decode("utf-8", "replace"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        fd = proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            ctx.log(decoder.decode(chunk))
+        ctx.log(decoder.decode(b"", final=True))
