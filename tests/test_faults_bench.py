@@ -1,0 +1,38 @@
+"""Quick variants of ``bench/faults.py``: whole gatekeepers, worker processes, real
+Gearman servers; lost, reported twice, wrong verdicts and orphans must all be 0."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location(
+    "faults_bench", Path(__file__).resolve().parent.parent / "bench" / "faults.py")
+faults = importlib.util.module_from_spec(spec)
+sys.modules["faults_bench"] = faults   # dataclasses look their module up
+spec.loader.exec_module(faults)
+
+
+def clean(row) -> None:
+    assert row.finished == row.trials, row
+    assert (row.lost, row.twice, row.wrong, row.orphans) == (0, 0, 0, 0), row
+
+
+def test_cancel_race_embedded():
+    clean(faults.cancel_race("embedded", 40))
+
+
+def test_worker_sigkill():
+    row = faults.worker_sigkill(2)
+    clean(row)
+    assert "worker tracebacks 0" in row.note and "workspaces left 0" in row.note
+
+
+@pytest.mark.parametrize("fault", ["cancel_race", "gearmand_restart", "two_servers", "outage"])
+def test_gearmand_faults(fault, gearmand_bin):
+    row = faults.cancel_race("gearmand", 40) if fault == "cancel_race" else \
+        getattr(faults, fault)(4 if fault != "outage" else 2)
+    clean(row)
+    assert "worker tracebacks 0" in row.note or fault == "cancel_race", row
