@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from ccci_gate.config.loader import load_layout
 from ccci_gate.worker import process
@@ -83,6 +84,7 @@ def test_a_sigkilled_workers_build_dies_with_it_and_waits_for_the_next_worker(wo
     try:
         admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
         wait_for(lambda: len(pids(pidfile)) >= 3, 60, "the build and its children")
+        time.sleep(1)   # its log streams within a second: the first attempt's log is kept
         os.killpg(first.pid, signal.SIGKILL)   # the worker only: the build has its own session
         first.wait(10)
         wait_for(lambda: not any(alive(p) for p in pids(pidfile)), 15, "no orphan left")
@@ -92,6 +94,9 @@ def test_a_sigkilled_workers_build_dies_with_it_and_waits_for_the_next_worker(wo
         [item] = finished(gk, timeout=60)
         job = item["jobs"][0]
         assert item["result"] == "SUCCESS" and job["attempt"] == 2 and job["worker"] == "w2"
+        # the item links both attempts' logs; the first one's says what it was
+        assert len(job["logs"]) == 2 and job["logs"][-1] == job["log_url"]
+        assert "attempt 1 on the way" in requests.get(job["logs"][0], timeout=10).text
         assert [p.name for p in workdir.iterdir() if not p.name.startswith(".")] == []
     finally:
         for proc in (first, second):

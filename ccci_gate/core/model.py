@@ -113,6 +113,7 @@ class Build:
     worker: str = ""
     url: str = ""
     log_url: str = ""
+    earlier_logs: tuple[str, ...] = ()   # log URLs of this job's earlier (lost) attempts
     progress: tuple[int, int] = (0, 0)
     enqueued_at: float = 0.0
     started_at: float | None = None

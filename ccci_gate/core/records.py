@@ -64,7 +64,7 @@ def build_record(build: Build) -> Record:
             "attempt": build.attempt, "state": build.state.value,
             "result": build.result.value if build.result else None, "voting": build.voting,
             "worker": build.worker, "url": build.url, "log_url": build.log_url,
-            "progress": list(build.progress), "enqueued_at": build.enqueued_at,
+            "earlier_logs": list(build.earlier_logs), "progress": list(build.progress), "enqueued_at": build.enqueued_at,
             "started_at": build.started_at, "finished_at": build.finished_at,
             "message": build.message}
 
@@ -72,7 +72,8 @@ def build_record(build: Build) -> Record:
 def build_from_record(data: Record) -> Build:
     return Build(**{**data, "state": BuildState(data["state"]),
                     "result": Result(data["result"]) if data["result"] else None,
-                    "progress": tuple(data["progress"])})
+                    "progress": tuple(data["progress"]),
+                    "earlier_logs": tuple(data.get("earlier_logs", ()))})
 
 
 def buildset_record(bs: BuildSet) -> Record:

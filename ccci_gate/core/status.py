@@ -27,6 +27,7 @@ def build_summary(build: Build, now: float) -> dict[str, Any]:
         "result": build.result.value if build.result else None,
         "voting": build.voting, "attempt": build.attempt, "worker": build.worker,
         "url": build.url, "log_url": build.log_url,
+        "logs": [*build.earlier_logs, build.log_url],   # every attempt's log, oldest first
         "progress": list(build.progress), "enqueued_at": build.enqueued_at,
         "started_at": build.started_at, "finished_at": build.finished_at,
         "duration": duration, "message": build.message,
@@ -46,7 +47,7 @@ def item_summary(item: Item, now: float, web_url: str = "",
             else:
                 jobs.append({"name": job.name, "state": "WAITING", "result": None,
                              "voting": job.voting, "attempt": 0, "duration": None,
-                             "log_url": "", "url": "", "id": None})
+                             "log_url": "", "logs": [], "url": "", "id": None})
     done = sum(1 for j in jobs if j["result"])
     ahead = [i.change.describe() for i in item.items_ahead] if item in item.queue.items else []
     return {

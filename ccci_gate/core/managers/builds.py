@@ -113,7 +113,8 @@ class BuildRunner:
             job = bs.graph.job(build.job)
             if build.attempt < job.attempts:
                 retry = Build(build.job, bs.id, attempt=build.attempt + 1, voting=build.voting,
-                              enqueued_at=self.ctx.clock())
+                              enqueued_at=self.ctx.clock(),
+                              earlier_logs=(*build.earlier_logs, build.log_url))
                 bs.builds[build.job] = retry
                 return self.start(item, retry)
             build.result = Result.RETRY_LIMIT
