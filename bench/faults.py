@@ -173,7 +173,14 @@ class World:
                                 start_new_session=True)
 
     def tracebacks(self) -> int:
-        return sum(p.read_text().count("Traceback") for p in self.logs.glob("*.err"))
+        count = 0
+        for path in self.logs.glob("*.err"):
+            text = path.read_text()
+            if "Traceback" in text:
+                count += text.count("Traceback")
+                print(f"--- {path.name}:\n{text[text.index('Traceback') - 300:][:3000]}",
+                      file=sys.stderr)
+        return count
 
 
 class Gate:
@@ -394,8 +401,15 @@ def worker_sigkill(trials: int) -> Row:
             row.finished += 1
             row.wrong += item["result"] != "SUCCESS"
         row.twice = gate.twice()
+
+        def left() -> list[Path]:
+            return [p for p in workdir.iterdir() if not p.name.startswith(".")]
+        try:   # the worker removes a workspace just after it reports the build
+            wait_for(lambda: not left(), 10, "workspaces removed")
+        except TimeoutError:
+            pass
         row.note = (f"retries waited for the next worker; worker tracebacks {world.tracebacks()}"
-                    f"; workspaces left {len([p for p in workdir.iterdir() if not p.name.startswith('.')])}")
+                    f"; workspaces left {len(left())}")
     finally:
         stop(worker, group=True)
         gate.stop()

@@ -411,6 +411,8 @@ class GearmanDispatcher:
         self._stops = left
 
     def _send_stop(self, stop: _Pending) -> bool:
+        if not self._registered(protocol.stop_function(stop.worker)):
+            return False  # (re)connecting, or gone with its builds: never queue it blind
         job = gear.Job(protocol.stop_function(stop.worker).encode(),
                        protocol.encode({"build_id": stop.build_id}),
                        unique=f"stop-{stop.build_id}".encode())

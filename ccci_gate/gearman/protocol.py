@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Any, Mapping
 
@@ -84,6 +85,21 @@ def set_nodelay(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+class QuietDisconnects(logging.Filter):
+    """gear logs a full traceback when a server goes away while it (re)connects; a
+    vanished server is routine (it reconnects by itself): one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and str(record.msg).startswith("Exception "):
+            record.msg = f"{record.getMessage()}: {exc!r} (reconnecting)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 SWITCH_INTERVAL = 0.001

@@ -84,9 +84,19 @@ class BuildRequest:
 class _Worker(gear.Worker):
     on_lost: Callable[[Any], None] = staticmethod(lambda conn: None)
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.log.addFilter(protocol.QuietDisconnects())
+
     def _onConnect(self, conn):  # noqa: N802 - gear's name
         protocol.set_nodelay(conn.conn)
         super()._onConnect(conn)
+
+    def _onActiveConnection(self, conn):  # noqa: N802
+        try:
+            super()._onActiveConnection(conn)
+        except OSError as exc:  # the server went away again at once: already marked lost
+            log.info("%s:%s went away again (%s); reconnecting", conn.host, conn.port, exc)
 
     def _lostConnection(self, conn):  # noqa: N802
         was_active = conn in self.active_connections
