@@ -42,7 +42,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,6 +74,7 @@ class Row:
     wrong: int = 0
     orphans: int = 0
     note: str = ""
+    kinds: collections.Counter = field(default_factory=collections.Counter)  # what was wrong
 
 
 # --- plumbing ---------------------------------------------------------------------------
@@ -345,6 +346,8 @@ def gate_resets(server: str, rounds: int) -> Row:
             tree = git(world.upstream, "ls-tree", "--name-only", "main").split()
             bad_merges = [n for n in changes if (f"c{n}.txt" in tree) != (expected[n] == "SUCCESS")]
             row.wrong += len(bad_verdicts) + len(bad_merges)
+            row.kinds.update(f"{expected[n]}->{v}" for n, v in bad_verdicts.items())
+            row.kinds.update(f"merged-{expected[n]}" for n in bad_merges)
             if bad_verdicts or bad_merges:
                 print(f"  wrong: verdicts {bad_verdicts}, merged wrongly {bad_merges}",
                       [(i["change"]["number"], i["result"], i.get("message"),
