@@ -193,3 +193,28 @@ def test_a_worker_without_docker_says_why_at_start(tmp_path):
                          timeout=60)
     assert "does not register build:install, build:systest: no docker command" in out.stdout
     assert "'build:install'" not in out.stdout.splitlines()[-1]
+
+
+def test_secrets_are_redacted_even_when_written_in_pieces(world):
+    tmp, repos = world
+    jobs = """
+jobs:
+  - name: hang
+    run: scripts/hang.sh
+    parameters:
+      API_TOKEN: s3cr3t-value-1234
+"""
+    scripts = {"hang.sh": """
+        echo "token: $API_TOKEN"
+        printf 'split: s3cr3t-val'; sleep 0.05; printf 'ue-1234 end\\n'
+        """}
+    layouts, jobs_dir = write_layout(tmp, PIPELINES, PROJECTS, jobs, scripts)
+    gk = start_gatekeeper(tmp, layouts, jobs_dir, repos)
+    try:
+        admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
+        [item] = finished(gk)
+        log = requests.get(item["jobs"][0]["log_url"], timeout=10).text
+        assert "token: ***" in log and "split: *** end" in log, log
+        assert "s3cr3t" not in log
+    finally:
+        gk.stop()

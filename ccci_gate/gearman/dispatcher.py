@@ -44,12 +44,12 @@ from ..core.actions import CancelBuild, StartBuild
 from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
 from ..pki import TlsFiles
 from . import protocol
+from .client import ADMIN_TIMEOUT, SUBMIT, Client, send_job, admin, parse_status, parse_workers
 
 log = logging.getLogger("ccci_gate.dispatcher")
 
 GRACE = 30.0          # seconds workers get to (re-)register before NOT_REGISTERED
 POLL = 1.0            # registry poll interval
-ADMIN_TIMEOUT = 5.0   # an admin request's answer
 STOP_TTL = 120.0      # how long a stop waits for a server to send it through
 
 HELD, QUEUED, RUNNING = "held", "queued", "running"
@@ -89,64 +89,6 @@ class _Pending:
     until: float = field(default_factory=lambda: time.monotonic() + STOP_TTL)
 
 
-class _Client(gear.Client):
-    """gear's client with TCP_NODELAY and callbacks into the dispatcher."""
-
-    def __init__(self, owner: "GearmanDispatcher", client_id: str):
-        self.owner = owner
-        super().__init__(client_id=client_id)
-
-    def _onConnect(self, conn):  # noqa: N802 - gear's names below too
-        protocol.set_nodelay(conn.conn)
-        super()._onConnect(conn)
-
-    def _onActiveConnection(self, conn):  # noqa: N802
-        super()._onActiveConnection(conn)
-        self.owner._on_connected(conn)
-
-    def handleWorkData(self, packet):
-        try:
-            job = super().handleWorkData(packet)
-        except gear.UnknownJobError:
-            # not ours (any more): gearmand's "cancel job" answers OK and fails the job
-            # to us even when a worker already runs it, and forwards what it sends
-            self.owner._on_unknown_data(packet.getArgument(1, True))
-            return
-        self.owner._on_data(job, packet.getArgument(1, True))
-
-    def handleWorkStatus(self, packet):
-        job = self._known(super().handleWorkStatus, packet)
-        if job is not None:
-            self.owner._on_status(job)
-
-    def handleWorkComplete(self, packet):
-        job = self._known(super().handleWorkComplete, packet)
-        if job is not None:
-            self.owner._on_complete(job, packet.getArgument(1, True))
-
-    def handleWorkFail(self, packet):
-        job = self._known(super().handleWorkFail, packet)
-        if job is not None:
-            self.owner._on_lost(job, "WORK_FAIL: the worker failed or was lost")
-
-    def handleWorkException(self, packet):
-        job = self._known(super().handleWorkException, packet)
-        if job is not None:
-            self.owner._on_lost(job, f"WORK_EXCEPTION: {job.exception!r}")
-
-    @staticmethod
-    def _known(handle, packet):
-        try:
-            return handle(packet)
-        except gear.UnknownJobError:
-            log.debug("ignoring %s for a job that is not ours", packet)
-            return None
-
-    def handleDisconnect(self, job):
-        self.owner._on_lost(job, "lost the connection to the Gearman server", disconnected=True)
-        return job
-
-
 class GearmanDispatcher:
     """Runs builds on Gearman workers and reports back through ``emit``."""
 
@@ -174,7 +116,7 @@ class GearmanDispatcher:
         # submitted, canceled, unqueued (removed from a server's queue), stops,
         # not_registered, lost: what happened, for benchmarks and the status
         self.stats: Counter[str] = Counter()
-        self.client = _Client(self, client_id)
+        self.client = Client(self, client_id)
         for host, port in servers:
             self.client.addServer(host, port, **protocol.tls_options(tls))
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
@@ -313,7 +255,7 @@ class GearmanDispatcher:
         build.job = job
         build.state = QUEUED
         try:
-            sent = self._submit_to(conn, job, protocol.PRECEDENCE[action.precedence])
+            sent = send_job(self.client, conn, job, SUBMIT[action.precedence], self.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - every gear error, whatever its class
             sent, why = None, exc
         else:
@@ -330,30 +272,6 @@ class GearmanDispatcher:
         # the server may have it or not: count it as a lost attempt (the retry has a new id)
         self._builds.pop(build.build_id, None)
         self._lost(build, f"submit not acknowledged by {conn.host}:{conn.port}: {why or ''}")
-
-    def _submit_to(self, conn, job: gear.Job, precedence: int) -> bool | None:
-        """SUBMIT_JOB on ``conn``: True when created, None when nothing was sent, False
-        when it was sent and not acknowledged (the connection is dropped then)."""
-        cmd = {gear.PRECEDENCE_NORMAL: constants.SUBMIT_JOB,
-               gear.PRECEDENCE_LOW: constants.SUBMIT_JOB_LOW,
-               gear.PRECEDENCE_HIGH: constants.SUBMIT_JOB_HIGH}[precedence]
-        return self._send_job(conn, job, cmd)
-
-    def _send_job(self, conn, job: gear.Job, cmd: int) -> bool | None:
-        data = b"\x00".join((job.binary_name, job.binary_unique or b"", job.binary_arguments))
-        packet = gear.Packet(constants.REQ, cmd, data)
-        task = gear.SubmitJobTask(job)
-        conn.pending_tasks.append(task)
-        try:
-            self.client.sendPacket(packet, conn)   # marks the connection lost on failure
-        except Exception:  # noqa: BLE001
-            return None
-        if not task.wait(self.connect_timeout) or not job.handle:
-            log.error("%s:%s did not acknowledge %s", conn.host, conn.port, job)
-            self.client._lostConnection(conn)
-            return False
-        job.connection = conn
-        return True
 
     def _connections_for(self, function: str) -> list:
         """Active connections, those whose server has a worker for ``function`` first."""
@@ -418,7 +336,7 @@ class GearmanDispatcher:
                        unique=f"stop-{stop.build_id}".encode())
         for conn in self._connections_for(protocol.stop_function(stop.worker)):
             try:
-                if self._send_job(conn, job, constants.SUBMIT_JOB_HIGH_BG):
+                if send_job(self.client, conn, job, constants.SUBMIT_JOB_HIGH_BG, self.connect_timeout):
                     self.stats["stops"] += 1
                     log.info("asked %s to stop build %s", stop.worker, stop.build_id)
                     return True
@@ -440,11 +358,11 @@ class GearmanDispatcher:
         servers = []
         for conn in list(self.client.active_connections):
             servers.append(f"{conn.host}:{conn.port}")
-            status = self._admin(conn, gear.StatusAdminRequest())
+            status = admin(conn, gear.StatusAdminRequest())
             if status is None:
                 continue
             reg = registry.setdefault(conn, {})
-            for name, total, running, count in _parse_status(status):
+            for name, total, running, count in parse_status(status):
                 reg[name] = reg.get(name, 0) + count
                 entry = functions.setdefault(name, {"queued": 0, "running": 0, "workers": 0})
                 entry["queued"] += max(0, total - running)
@@ -452,23 +370,13 @@ class GearmanDispatcher:
                 entry["workers"] += count
                 if count:
                     self._seen[name] = now
-            listing = self._admin(conn, gear.WorkersAdminRequest())
-            workers += _parse_workers(listing or b"")
+            listing = admin(conn, gear.WorkersAdminRequest())
+            workers += parse_workers(listing or b"")
         self._registry = registry
         held = sum(1 for b in self._builds.values() if b.state == HELD and not b.canceled)
         self._snapshot = {"servers": servers, "functions": functions, "workers": workers,
                           "held": held}
         self._snapshot_at = now
-
-    @staticmethod
-    def _admin(conn, request) -> bytes | None:
-        try:
-            conn.sendAdminRequest(request, timeout=ADMIN_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("%s from %s:%s failed: %r", type(request).__name__, conn.host,
-                        conn.port, exc)
-            return None
-        return request.response
 
     # --- callbacks from gear's threads (never call gear here) -----------------------------
 
@@ -557,23 +465,3 @@ def _attempt(action: StartBuild) -> int:
         return int(action.parameters.get("BUILD_ATTEMPT") or 1)
     except (TypeError, ValueError):
         return 1
-
-
-def _parse_status(data: bytes) -> list[tuple[str, int, int, int]]:
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        parts = line.split("\t")
-        if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
-            out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
-    return out
-
-
-def _parse_workers(data: bytes) -> list[dict[str, Any]]:
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        head, _, funcs = line.partition(" : ")
-        parts = head.split()
-        functions = funcs.split()
-        if len(parts) >= 3 and functions:
-            out.append({"name": parts[2], "address": parts[1], "functions": functions})
-    return out

@@ -85,6 +85,7 @@ class LogStream:
         self._buf: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._last = time.monotonic()
         self._closed = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True,
@@ -112,11 +113,12 @@ class LogStream:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            text, self._buf, self._size = "".join(self._buf), [], 0
-            self._last = time.monotonic()
-        if text:
-            self.request.log(text)
+        with self._send_lock:   # the ticker and a writer never send out of order
+            with self._lock:
+                text, self._buf, self._size = "".join(self._buf), [], 0
+                self._last = time.monotonic()
+            if text:
+                self.request.log(text)
 
 
 class WorkerDaemon:

@@ -2,8 +2,8 @@
 
 The script is the job's ``run`` path below the jobs directory; it runs as an argv (never
 through a shell string) with the workspace as its working directory and the build
-parameters in its environment. Its output is the build log, streamed as it comes
-(not line by line). Exit 0 is SUCCESS.
+parameters in its environment. Its output is the build log, streamed line by line as
+it comes (a partial line after a short pause). Exit 0 is SUCCESS.
 
 The script runs under the worker's reaper (``worker.process.spawn``): when the build
 ends, is aborted or times out, or the worker dies, every process it started dies too.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import select
 import subprocess
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from .. import process
 from .base import BuildContext
 
+PARTIAL_LINE_SECONDS = 0.3   # a line without its newline yet is logged after this pause
 KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_HOST")
 
 
@@ -75,9 +77,20 @@ class ShellKind:
         assert proc.stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         fd = proc.stdout.fileno()
+        pending = b""   # a partial line: held back until its end, or until output pauses
         while True:
+            ready, _, _ = select.select([fd], [], [], PARTIAL_LINE_SECONDS)
+            if not ready:
+                if pending:
+                    ctx.log(decoder.decode(pending))
+                    pending = b""
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            ctx.log(decoder.decode(chunk))
-        ctx.log(decoder.decode(b"", final=True))
+            pending += chunk
+            cut = pending.rfind(b"\n") + 1 if len(pending) < 65536 else len(pending)
+            if cut:   # whole lines go at once (and secrets in them are redacted whole)
+                ctx.log(decoder.decode(pending[:cut]))
+                pending = pending[cut:]
+        ctx.log(decoder.decode(pending, final=True))
