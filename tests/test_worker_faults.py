@@ -111,20 +111,22 @@ def test_a_restarting_worker_reaps_what_a_dead_one_left(tmp_path):
     dead = workdir / process.INSTANCES / "deadbeefdeadbeef"
     dead.mkdir(parents=True)
     (dead / "lock").write_text("12345\n")       # nobody holds its lock: its worker is gone
-    (dead / "b1").touch()
-    (workdir / "b1").mkdir()                      # its workspace
-    (workdir / "stray").mkdir()                   # claimed by nobody
+    b1, stray, mine = "b1" * 16, "5" * 32, "ee" * 16
+    (dead / b1).touch()
+    (workdir / b1).mkdir()                        # its workspace
+    (workdir / stray).mkdir()                     # a workspace claimed by nobody
+    (workdir / "notes").mkdir()                   # not a workspace: left alone
     env = {**os.environ, process.TOKEN_ENV: "deadbeefdeadbeef"}
     orphan = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
     wait_for(lambda: process.processes_with_token("deadbeefdeadbeef"), 10, "sleep running")
     live = process.Instance.of(workdir)              # a live worker's running build stays
-    live.claim("mine")
-    (workdir / "mine").mkdir()
+    live.claim(mine)
+    (workdir / mine).mkdir()
     try:
         killed, removed = process.reap_leftovers(workdir)
         assert orphan.wait(10) == -signal.SIGKILL
         assert killed == 1 and removed == 2
-        assert sorted(p.name for p in workdir.iterdir()) == [".instances", "mine"]
+        assert sorted(p.name for p in workdir.iterdir()) == [".instances", mine, "notes"]
     finally:
         if orphan.poll() is None:
             orphan.kill()

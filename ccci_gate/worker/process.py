@@ -8,13 +8,14 @@
   directory ``<workdir>/.instances/<token>/`` (held with ``flock`` while it lives).
   :func:`reap_leftovers`, run when a worker starts, finds the instances whose worker
   is dead, kills any process still carrying their token and removes their workspaces
-  (and workspaces no live worker claims).
+  (and build workspaces no live worker claims; other entries of the workdir are left).
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -30,6 +31,7 @@ REAPER = str(Path(__file__).with_name("reaper.py"))
 TOKEN_ENV = "CCCI_WORKER_TOKEN"
 TOKEN = secrets.token_hex(8)   # this worker process
 INSTANCES = ".instances"
+BUILD_DIR = re.compile(r"[0-9a-f]{32}")   # a workspace is named by its build id (uuid4 hex)
 
 
 def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen:
@@ -148,7 +150,8 @@ def reap_leftovers(workdir: Path, say: Callable[[str], None] = log.info) -> tupl
         shutil.rmtree(inst, ignore_errors=True)
     removed = 0
     for path in workdir.iterdir():
-        if path.name.startswith(".") or not path.is_dir() or path.name in live_builds:
+        # only what looks like a build's workspace (its id), never anything else found there
+        if not BUILD_DIR.fullmatch(path.name) or not path.is_dir() or path.name in live_builds:
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
