@@ -11,7 +11,8 @@ Faults:
   dispatcher with three worker threads. finished = builds that ended as they should
   (the kept ones SUCCESS, the canceled ones never run or stopped); orphans = canceled
   builds a worker ran to the end, or builds left in the dispatcher.
-- ``gate-resets/<server>``: a gate of 8 changes (every third fails) on a gatekeeper with
+- ``gate-resets/<server>``: gates of 12 changes (8 with ``--quick``; every third fails),
+  16 rounds (1), on a gatekeeper with
   two ``ccci-gate worker`` processes: each failure resets the items behind it, canceling
   their builds while others start. wrong = a verdict other than expected (bad changes
   FAILURE, good SUCCESS, none NOT_REGISTERED), or a bad change merged / a good one not.
@@ -312,14 +313,14 @@ def cancel_race(server: str, trials: int) -> Row:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def gate_resets(server: str, rounds: int) -> Row:
+def gate_resets(server: str, rounds: int, size: int = 8) -> Row:
     row = Row(f"gate-resets/{server}", 0)
     resets = 0
     for _ in range(rounds):
         tmp = Path(tempfile.mkdtemp(prefix="faults-"))
         proc = None
         changes = {n: {f"c{n}.txt": f"{n}\n", **({"bad": "x\n"} if n % 3 == 2 else {})}
-                   for n in range(1, 9)}
+                   for n in range(1, size + 1)}
         world = World(tmp, changes, "gate", "dependent", """
             sleep "0.$(od -An -N1 -tu1 /dev/urandom | tr -d ' ' | cut -c1)"
             if [ -f bad ]; then echo "bad change in this ref" >&2; exit 1; fi
@@ -515,13 +516,13 @@ def main() -> int:
     q = args.quick
     faults: dict[str, Callable[[], Row]] = {
         "cancel-race/embedded": lambda: cancel_race("embedded", 40 if q else 400),
-        "gate-resets/embedded": lambda: gate_resets("embedded", 1 if q else 3),
+        "gate-resets/embedded": lambda: gate_resets("embedded", 1 if q else 16, 8 if q else 12),
         "worker-sigkill": lambda: worker_sigkill(2 if q else 20),
     }
     if GEARMAND:
         faults.update({
             "cancel-race/gearmand": lambda: cancel_race("gearmand", 40 if q else 400),
-            "gate-resets/gearmand": lambda: gate_resets("gearmand", 1 if q else 3),
+            "gate-resets/gearmand": lambda: gate_resets("gearmand", 1 if q else 16, 8 if q else 12),
             "gearmand-restart": lambda: gearmand_restart(4 if q else 8),
             "two-servers": lambda: two_servers(4 if q else 10),
             "outage": lambda: outage(2 if q else 4),
