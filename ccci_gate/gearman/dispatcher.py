@@ -69,7 +69,6 @@ class _Build:
     stop_sent: bool = False
     finished: bool = False
     retry: bool = False
-    submit_failures: int = 0
 
     @property
     def build_id(self) -> str:
@@ -263,7 +262,6 @@ class GearmanDispatcher:
         if sent is True:
             self.stats["submitted"] += 1
             return
-        build.submit_failures += 1
         if sent is None:
             # nothing reached the server: hold it and submit again at the next tick
             log.warning("could not submit build %s (%s); holding it", build.build_id, why)

@@ -17,11 +17,6 @@ import logging
 import socket
 from typing import Any, Mapping
 
-import gear
-
-PRECEDENCE = {"high": gear.PRECEDENCE_HIGH, "normal": gear.PRECEDENCE_NORMAL,
-              "low": gear.PRECEDENCE_LOW}
-
 
 RETRY = "retry"   # WORK_COMPLETE key: the result is an infra error, run the build again
 
