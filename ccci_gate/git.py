@@ -41,10 +41,12 @@ def check_ref(ref: str) -> str:
 
 
 def git(repo: Path | None, *args: str, timeout: float = 300, check: bool = True,
-        input: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run ``git -C repo args...``; raise :class:`GitError` on failure when ``check``."""
+        input: bytes | None = None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    """Run ``git -C repo args...``; raise :class:`GitError` on failure when ``check``.
+    ``env`` adds variables (e.g. commit dates) to the fixed git environment."""
     argv = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
-    env = {**os.environ, **GIT_ENV}
+    env = {**os.environ, **GIT_ENV, **(env or {})}
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, input=input)
     except subprocess.TimeoutExpired:

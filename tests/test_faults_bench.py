@@ -43,12 +43,10 @@ def test_gearmand_faults(fault, gearmand_bin):
 @pytest.mark.parametrize("server", ["embedded", "gearmand"])
 def test_gate_resets(server, request):
     """Resets cancel builds while others start: nothing lost, stuck or reported twice, no
-    NOT_REGISTERED, no bad change merged. Known and not dispatch's: a good change behind a
-    failed one may be refused at merge (MERGE_FAILED, see the README), so that one
-    wrong verdict is tolerated here, and only that one."""
+    NOT_REGISTERED, no bad change merged, no good change refused at merge."""
     if server == "gearmand":
         request.getfixturevalue("gearmand_bin")
     row = faults.gate_resets(server, 1)
     assert row.finished == row.trials, row
     assert (row.lost, row.twice, row.orphans) == (0, 0, 0), row
-    assert set(row.kinds) <= {"SUCCESS->MERGE_FAILED", "merged-SUCCESS"}, row
+    assert row.wrong == 0 and not row.kinds, row

@@ -137,5 +137,12 @@ class GitMerger:
             raise MergeConflict(f"{change.describe()} does not merge: conflict in {files}")
         if proc.returncode != 0 or not lines:
             raise GitError(f"merge-tree failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
+        # the same merge always makes the same commit (dates from its parents, not the
+        # clock): the merge of a change ahead, remade in the ref of each item behind it,
+        # is the very commit that lands, so those items' tested commits still descend
+        # from the branch once it merged and their fast-forward push is taken
+        when = max(int(out(repo, "log", "-1", "--format=%ct", c)) for c in (base, head))
+        date = f"@{when} +0000"
         return out(repo, "commit-tree", lines[0], "-p", base, "-p", head,
-                   "-m", f"Merge {change.describe()}")
+                   "-m", f"Merge {change.describe()}",
+                   env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date})
