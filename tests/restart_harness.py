@@ -158,19 +158,6 @@ def comment(gk: Gatekeeper, number: int, text: str) -> None:
     assert response.status_code == 202, response.text
 
 
-def comment(gk: Gatekeeper, number: int, text: str) -> None:
-    payload = copy.deepcopy(conformance_payload("issue_comment_pr.json"))
-    payload["action"] = "created"
-    payload["repository"]["full_name"] = REPO
-    payload["issue"]["number"] = number
-    payload["comment"]["body"] = text
-    payload["comment"]["id"] = 5000 + number
-    payload["comment"]["user"]["login"] = payload["sender"]["login"] = "alice"
-    response = deliver(gk.url + "/webhooks/gitea", "issue_comment", json.dumps(payload).encode(),
-                       SECRET, delivery=f"d-{number}", event_type="pull_request_comment")
-    assert response.status_code == 202, response.text
-
-
 @dataclass
 class Tally:
     """What one trial saw. ``lost``, ``reported_twice``, ``wrong`` and ``orphans`` must be 0."""
