@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the worker host's Swarm state (default: env CCCI_SWARM_STATE, "
                         "else ~/.ccci-gate/swarm)")
 
+    p = sub.add_parser("warm", help="this host's warm canonicals (see doc/warm.md)")
+    warm = p.add_subparsers(dest="warm_command", required=True)
+    q = warm.add_parser("list", help="each canonical: status, known-good, disk use")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = warm.add_parser("drop", help="remove a recipe's canonical: app, volumes, warm data")
+    q.add_argument("recipe")
+    for q in warm.choices.values():
+        q.add_argument("--root", type=Path, default=None, help="the warm root (default: env "
+                       "CCCI_WARM_ROOT, else CCCI_SWARM_STATE/warm)")
+
     p = sub.add_parser("enqueue", help="enqueue a change or ref into a pipeline")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--project", required=True)
@@ -269,6 +279,30 @@ def janitor_pass(state: Path | None, quiet: bool = False) -> int:
         return 0
 
 
+def cmd_warm(args: argparse.Namespace) -> int:
+    from .swarm import warm
+    root = args.root or warm.default_root()
+    if args.warm_command == "drop":
+        from .swarm.port import SwarmPort
+        canonical = warm.Canonical(root, args.recipe)
+        if not canonical.dir.is_dir():
+            print(f"no canonical of {args.recipe} under {root}", file=sys.stderr)
+            return 1
+        for line in warm.drop(SwarmPort(), canonical):
+            print(f"freed {line}")
+        return 0
+    rows = warm.listing(root)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    for row in [] if args.json else rows:
+        print(f"{row['recipe']:<20} {row['status']:<8} {row['version'] or '-':<16} "
+              f"{(row['commit'] or '-')[:8]:<8} {row['stack'] or '-':<28} "
+              f"{row['bytes'] / 1e6:.1f} MB")
+    if not rows and not args.json:
+        print(f"no canonicals under {root}")
+    return 0
+
+
 def cmd_janitor(args: argparse.Namespace) -> int:
     removed = janitor_pass(args.state)
     print(f"janitor: {removed} stack(s) removed")
@@ -425,7 +459,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "janitor": cmd_janitor,
+    "janitor": cmd_janitor, "warm": cmd_warm,
     "notify-push": cmd_notify_push, "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,

@@ -304,7 +304,8 @@ def _build(reader: _Reader) -> Layout:
                         reader.problem(st.file, line, f"{where}: job {job_name} requires "
                                        f"{parent}, which the project does not run there")
         projects[st.data["name"]] = ProjectConfig(
-            st.data["name"], st.data.get("connection"), st.data.get("queue"), per_pipeline)
+            st.data["name"], st.data.get("connection"), st.data.get("queue"), per_pipeline,
+            warm=st.data.get("warm", False))
 
     return Layout(pipelines=pipelines, projects=projects, jobs=jobs,
                   sources=tuple(sorted(reader.texts)))

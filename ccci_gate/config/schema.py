@@ -74,11 +74,13 @@ PIPELINE = v.Schema({
     v.Optional("merge-failure", default={}): REPORTERS,
 })
 
-PROJECT_KEYS = ("name", "connection", "queue")
+PROJECT_KEYS = ("name", "connection", "queue", "warm")
 PROJECT = v.Schema({
     v.Required("name"): NAME,
     v.Optional("connection"): str,
     v.Optional("queue"): NAME,
+    # enrolled for a warm canonical (doc/warm.md); builds get CCCI_WARM=1
+    v.Optional("warm", default=False): bool,
     # every other key names a pipeline: the jobs the project runs there
     v.Extra: [NAME],
 })

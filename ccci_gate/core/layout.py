@@ -112,6 +112,7 @@ class ProjectConfig:
     connection: str | None = None
     queue: str | None = None
     pipelines: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    warm: bool = False      # enrolled for a warm canonical (doc/warm.md)
 
 
 @dataclass(frozen=True)

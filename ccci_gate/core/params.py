@@ -33,7 +33,8 @@ def render(template: str, context: Mapping[str, object]) -> str:
 
 
 def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfig,
-                     zuul_url: str, log_url: str, artifacts_url: str = "") -> dict[str, str]:
+                     zuul_url: str, log_url: str, artifacts_url: str = "",
+                     warm: bool = False) -> dict[str, str]:
     """The Gearman argument of ``build``: ``ZUUL_*`` names, ours, and the job's own."""
     change = item.change
     params: dict[str, str] = {
@@ -56,6 +57,7 @@ def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfi
         "LOG_URL": log_url,
         "CCCI_QUICK": "1" if item.quick else "0",
         "CCCI_ARTIFACTS": artifacts_url,
+        "CCCI_WARM": "1" if warm else "0",   # the project is enrolled for a canonical
     }
     if job.timeout:
         params["CCCI_TIMEOUT"] = str(job.timeout)
@@ -85,7 +87,7 @@ def template_context(project: str, branch: str, change: int | None, patchset: st
 _ZUUL = ("ZUUL_UUID", "ZUUL_PROJECT", "ZUUL_PIPELINE", "ZUUL_BRANCH", "ZUUL_REF", "ZUUL_COMMIT",
          "ZUUL_URL", "ZUUL_PIPELINE_ITEM", "ZUUL_BUILDSET", "ZUUL_CHANGE_IDS", "ZUUL_CHANGES",
          "JOB_NAME", "BUILD_ATTEMPT", "LOG_PATH", "LOG_URL", "CCCI_QUICK", "CCCI_ARTIFACTS",
-         "CCCI_TIMEOUT")
+         "CCCI_TIMEOUT", "CCCI_WARM")
 _SAMPLES = (  # a change and a ref item: a template must render for at least one
     template_context("org/project", "main", 1, "0" * 40, "check", "job", False,
                      dict.fromkeys(_ZUUL + ("ZUUL_CHANGE", "ZUUL_PATCHSET"), "x")),

@@ -1,9 +1,10 @@
 """Running an item's job graph: start what is ready, skip what can no longer run, retry
 lost attempts, cancel, and run a job again on the operator's word.
 
-Mixed into :class:`~.base.PipelineManager` (it uses the manager's ``config``, ``ctx``
-and ``journal``). Pure: it returns actions. An item that starts failing is noticed by
-the next walk of its queue (a gate then retests those behind it without it).
+Mixed into :class:`~.base.PipelineManager` (it uses the manager's ``config``,
+``layout``, ``ctx`` and ``journal``). Pure: it returns actions. An item that starts
+failing is noticed by the next walk of its queue (a gate then retests those behind it
+without it).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..model import Build, BuildState, Item, ItemState, Result
 from ..params import ParameterError, build_parameters
 
 if TYPE_CHECKING:
-    from ..layout import PipelineConfig
+    from ..layout import Layout, PipelineConfig
     from .context import Journal, ManagerContext
 
 
@@ -22,6 +23,7 @@ class BuildRunner:
     """Builds of the current buildset of an item."""
 
     config: "PipelineConfig"
+    layout: "Layout"
     ctx: "ManagerContext"
     journal: "Journal"
 
@@ -54,8 +56,10 @@ class BuildRunner:
         build.log_url = self.ctx.log_url(build.id)
         self.journal.touch(item)
         try:
+            project = self.layout.projects.get(item.change.project)
             params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url,
-                                      self.ctx.artifacts_url(bs.id))
+                                      self.ctx.artifacts_url(bs.id),
+                                      warm=project is not None and project.warm)
         except ParameterError as exc:
             return self.complete_build(item, build, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]

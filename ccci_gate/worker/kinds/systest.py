@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ...git import git, out
 from ...swarm.deploy import App, DeployError
-from ...swarm.recipe import Recipe
+from ...swarm.recipe import Recipe, RecipeError
 from ...swarm.snapshot import SnapshotError, restore, snapshot
 from .base import BuildContext
 from .recipe import Deploying, scratch
@@ -42,24 +42,49 @@ TOKEN = ".ccci-seed"
 class RecipeSystest(Deploying):
     name = "recipe-systest"
 
+    def run(self, ctx: BuildContext) -> str:
+        """The quick lane when ``CCCI_QUICK=1`` and a canonical is here (``quick.py``),
+        else the cold lane; a green cold run may promote the canonical (``promote.py``)."""
+        from . import promote, quick
+        if ctx.parameters.get("CCCI_QUICK") == "1":
+            result = quick.QuickLane(self).run(ctx)
+            if result is not None:
+                return result
+        else:
+            ctx.log("lane: cold\n")
+        result = super().run(ctx)
+        if result == "SUCCESS":
+            result = promote.Promotion(self).run(ctx)
+        return result
+
     def test(self, ctx: BuildContext, app: App) -> str:
         head = app.recipe
-        base_ref, base_dir = self.upgrade_base(ctx)
+        base_ref, base_dir, why = self.upgrade_base(ctx, head)
         base = Recipe(base_dir, head.name, domain=head.domain)
-        ctx.log(f"upgrade base: {base_ref} ({base.version() or 'no version'})\n")
+        ctx.log(f"upgrade base: {base_ref} ({base.version() or 'no version'}; {why})\n")
         app.recipe = base
         self.cold_deploy(ctx, app, out(base_dir, "rev-parse", "HEAD"))
         ctx.progress(1, 5)
         state = scratch(ctx, "hook-state")
         seeded = self.hook(ctx, app, head, SEED_HOOK, state)
+        commit = ctx.parameters.get("ZUUL_COMMIT") or out(ctx.workspace, "rev-parse", "HEAD")
+        self.upgrade(ctx, app, head, commit, state, seeded)
+        ctx.progress(3, 5)
+        self.round_trip(ctx, app)
+        ctx.progress(4, 5)
+        return "SUCCESS"
+
+    def upgrade(self, ctx: BuildContext, app: App, head: Recipe, commit: str, state: Path,
+                seeded: bool) -> None:
+        """From the running base, seeded: a token in every volume, the chaos upgrade to
+        the head, the upgrade checks, settle, probe, the tokens, the recipe's verify and
+        check hooks. Raises with the true reason; the quick lane runs exactly this too."""
         tokens = self.seed_volumes(app)
         before = self.port.services(app.stack)
-
         app.recipe = head
         added = app.create_secrets()
         if added:
             ctx.log(f"generated {len(added)} secret(s) the head adds: {', '.join(added)}\n")
-        commit = ctx.parameters.get("ZUUL_COMMIT") or out(ctx.workspace, "rev-parse", "HEAD")
         app.deploy(commit=commit, chaos=True)
         after = app.wait_converged(self.remaining(ctx, head.timeout()), upgrading=True)
         for warning in app.check_upgrade(before, after, head, commit):
@@ -78,10 +103,6 @@ class RecipeSystest(Deploying):
                     f"{SEED_HOOK} and {VERIFY_HOOK}); volume tokens intact, mounts unchanged\n")
         if not self.hook(ctx, app, head, CHECK_HOOK, state):
             ctx.log(f"the recipe has no {CHECK_HOOK} of its own\n")
-        ctx.progress(3, 5)
-        self.round_trip(ctx, app)
-        ctx.progress(4, 5)
-        return "SUCCESS"
 
     def hook(self, ctx: BuildContext, app: App, head: Recipe, name: str, state: Path) -> bool:
         """Run the head's hook ``name`` against the running app with the app's env;
@@ -104,24 +125,51 @@ class RecipeSystest(Deploying):
         ctx.log(f"the recipe's own {name} passed\n")
         return True
 
-    def upgrade_base(self, ctx: BuildContext) -> tuple[str, Path]:
-        """The newest release tag that is an ancestor of the head (not the head itself),
-        else the target branch tip; checked out in a worktree."""
+    def upgrade_base(self, ctx: BuildContext, head: Recipe) -> tuple[str, Path, str]:
+        """The base to upgrade from, checked out in a worktree, and why it was chosen:
+        an explicit ``CCCI_UPGRADE_BASE`` (a job parameter in the layout), else the
+        canonical's known-good version (``swarm.warm``), else the newest release tag
+        reachable from the head that is neither the head's commit nor its version, else
+        the target branch tip."""
+        from .quick import known_good_version
         ws = ctx.workspace
         url = f"{ctx.parameters.get('ZUUL_URL', '').rstrip('/')}/{ctx.parameters.get('ZUUL_PROJECT', '')}"
         branch = ctx.parameters.get("ZUUL_BRANCH", "main")
         if ctx.parameters.get("ZUUL_URL"):
             git(ws, "fetch", "-q", "--tags", "--", url,
                 f"+refs/ccci/tip/{branch}:refs/ccci/tip", timeout=300, check=False)
-        head = out(ws, "rev-parse", "HEAD")
-        tags = [t for t in out(ws, "tag", "--merged", "HEAD", "--sort=-v:refname").split() if t]
-        base = next((t for t in tags if out(ws, "rev-list", "-n1", t) != head), None)
-        ref = base or ("refs/ccci/tip" if git(ws, "rev-parse", "-q", "--verify", "refs/ccci/tip",
-                                                  check=False).returncode == 0 else "HEAD~1")
+        head_sha, head_version = out(ws, "rev-parse", "HEAD"), head.version()
+
+        def commit_of(ref: str) -> str:
+            return out(ws, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}", check=False)
+
+        def usable(ref: str) -> bool:
+            return bool(ref) and commit_of(ref) not in ("", head_sha) and ref != head_version
+
+        ref, why = "", ""
+        override = ctx.parameters.get("CCCI_UPGRADE_BASE", "").strip()
+        if override:
+            if not commit_of(override):
+                raise RecipeError(f"the layout's upgrade base {override!r} is not a ref "
+                                  f"of the recipe")
+            ref, why = override, "the layout's explicit upgrade base"
+        if not ref:
+            version, commit = known_good_version(ctx)
+            for candidate in (commit, version):
+                if version and version != head_version and usable(candidate):
+                    ref, why = candidate, f"the canonical's known-good version {version}"
+                    break
+        if not ref:
+            tags = [t for t in out(ws, "tag", "--merged", "HEAD", "--sort=-v:refname").split() if t]
+            ref = next((t for t in tags if usable(t)), "")
+            why = "the newest older release tag" if ref else ""
+        if not ref:
+            tip = git(ws, "rev-parse", "-q", "--verify", "refs/ccci/tip", check=False).returncode == 0
+            ref, why = ("refs/ccci/tip" if tip else "HEAD~1"), "the target branch tip"
         dest = scratch(ctx, "base")
         dest.rmdir()
         git(ws, "worktree", "add", "-q", "--detach", str(dest), ref)
-        return ref, dest
+        return ref, dest, why
 
     def seed_volumes(self, app: App) -> dict[str, str]:
         """A random token in each volume: volume-level evidence only (a head that mounts
