@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     q = warm.add_parser("drop", help="remove a recipe's canonical: app, volumes, warm data")
     q.add_argument("recipe")
+    q = warm.add_parser("prune", help="drop the canonicals of recipes no layout enrols")
+    q.add_argument("--layout", action="append", default=[], metavar="PATH",
+                   help="layout file or directory (repeatable; default: layouts/ and jobs/)")
     for q in warm.choices.values():
         q.add_argument("--root", type=Path, default=None, help="the warm root (default: env "
                        "CCCI_WARM_ROOT, else CCCI_SWARM_STATE/warm)")
@@ -290,6 +293,15 @@ def cmd_warm(args: argparse.Namespace) -> int:
             return 1
         for line in warm.drop(SwarmPort(), canonical):
             print(f"freed {line}")
+        return 0
+    if args.warm_command == "prune":
+        from .config.loader import load_layout
+        from .swarm.port import SwarmPort
+        enrolled = warm.enrolled_recipes(load_layout(args.layout or ["layouts", "jobs"]))
+        dropped = warm.prune(SwarmPort(), root, enrolled,
+                             log=lambda text: print(text, end="", flush=True))
+        print(f"warm prune: {len(dropped)} canonical(s) dropped, kept those of "
+              f"{', '.join(sorted(enrolled)) or 'no recipe'}")
         return 0
     rows = warm.listing(root)
     if args.json:

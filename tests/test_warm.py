@@ -2,6 +2,7 @@
 canonical names, the registry record, the lock, and when a green run promotes."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,11 @@ projects:
 jobs:
   - name: build
 """
+
+
+def test_the_shipped_layout_enrols_the_example_recipe():
+    root = Path(__file__).resolve().parents[1]
+    assert load_layout([root / "layouts", root / "jobs"]).projects["coop-cloud/hello"].warm
 
 
 def test_enrolment_is_a_validated_project_flag(tmp_path):
@@ -139,3 +145,87 @@ def test_only_the_latest_release_promotes(tmp_path):
     (repo / "f").write_text("unreleased")
     git(repo, "commit", "-qam", "after the release")
     assert promote.why_not(ctx) == "the head is not the latest release 1.1.0+1"
+
+
+# --- the upgrade base: the layout's, the canonical's, the newest older tag, the tip --------------
+
+COMPOSE = """\
+services:
+  app:
+    image: busybox:1
+    deploy:
+      labels: ["coop-cloud.${STACK_NAME}.version=VERSION"]
+"""
+
+
+def release(repo: Path, version: str, tag: bool = True) -> None:
+    (repo / "compose.yml").write_text(COMPOSE.replace("VERSION", version))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", version)
+    if tag:
+        git(repo, "tag", version)
+
+
+def base_of(repo: Path, tmp_path: Path, **params) -> tuple[str, str]:
+    from ccci_gate.swarm.recipe import Recipe
+    from ccci_gate.worker.kinds.systest import RecipeSystest
+    from recipe_helpers import context
+    ctx, _ = context(repo, "systest", **params)
+    ref, dest, why = RecipeSystest().upgrade_base(ctx, Recipe(repo, "hello", domain="h.ci.local"))
+    git(repo, "worktree", "remove", "--force", str(dest))
+    return ref, why
+
+
+def fake_known_good(root: Path, version: str, commit: str = "") -> None:
+    canonical = Canonical(root, "hello")
+    snap = canonical.snapshots / "snap-1"
+    snap.mkdir(parents=True)
+    (snap / "meta.json").write_text(json.dumps({"version": version, "commit": commit,
+                                                "good": "g1", "volumes": []}))
+    (canonical.snapshots / "current").symlink_to("snap-1")
+    (canonical.dir / "goods" / "g1").mkdir(parents=True)
+    (canonical.dir / "goods" / "g1" / "bundle.tar.gz").write_bytes(b"")
+
+
+def test_upgrade_base_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCCI_WARM_ROOT", str(tmp_path / "warm"))
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    release(repo, "1.0.0+1")
+    release(repo, "1.1.0+1")
+    release(repo, "1.2.0+1", tag=False)     # the head under test
+    assert base_of(repo, tmp_path) == ("1.1.0+1", "the newest older release tag")
+    assert base_of(repo, tmp_path, CCCI_UPGRADE_BASE="1.0.0+1") == (
+        "1.0.0+1", "the layout's explicit upgrade base")
+    with pytest.raises(Exception, match="not a ref of the recipe"):
+        base_of(repo, tmp_path, CCCI_UPGRADE_BASE="9.9.9+9")
+    fake_known_good(tmp_path / "warm", "1.0.0+1")
+    assert base_of(repo, tmp_path) == ("1.1.0+1", "the newest older release tag")  # not enrolled
+    assert base_of(repo, tmp_path, CCCI_WARM="1") == (
+        "1.0.0+1", "the canonical's known-good version 1.0.0+1")
+
+
+def test_upgrade_base_never_the_heads_own_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCCI_WARM_ROOT", str(tmp_path / "warm"))
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    release(repo, "1.0.0+1")
+    release(repo, "1.1.0+1")
+    # the head is the release itself (a promotion run), with its canonical at that version
+    fake_known_good(tmp_path / "warm", "1.1.0+1")
+    assert base_of(repo, tmp_path, CCCI_WARM="1") == ("1.0.0+1", "the newest older release tag")
+    (repo / "notes").write_text("a fix that keeps the version")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "same version, new commit")
+    assert base_of(repo, tmp_path) == ("1.0.0+1", "the newest older release tag")
+
+
+def test_upgrade_base_without_tags_is_the_branch_tip(tmp_path):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    release(repo, "1.0.0+1", tag=False)
+    release(repo, "1.1.0+1", tag=False)
+    assert base_of(repo, tmp_path) == ("HEAD~1", "the target branch tip")

@@ -4,6 +4,8 @@ every test the swarm holds nothing: each drops its canonical. Under CI these fai
 skip, when Docker is missing."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,35 @@ def test_no_canonical_falls_back_to_cold(tmp_path, port, host, warm_root):
     assert "lane: cold (quick asked for, but no canonical of faulty on this host" in log
     assert "upgrade base: 1.1.0+1" in log and "round trip" in log
     assert warm.canonicals(warm_root) == []     # quick never promotes, not even a first seed
+
+
+PRUNE_LAYOUT = """\
+pipelines:
+  - {name: quick, quick: true, trigger: {admin: []}}
+projects:
+  - {name: coop-cloud/hello, warm: true, quick: [systest]}
+  - {name: coop-cloud/gone, quick: [systest]}
+jobs:
+  - {name: systest, kind: recipe-systest}
+"""
+
+
+def test_prune_removes_exactly_the_de_enrolled_warm_data(tmp_path, port, warm_root):
+    for recipe in ("hello", "gone"):
+        canonical = warm.Canonical(warm_root, recipe)
+        canonical.set_record(status="ready", stack=canonical.stack())
+        (port.create_volume(f"{canonical.stack()}_data", canonical.stack()) / "f").write_text(recipe)
+        port.create_secret(f"{canonical.stack()}_pw_v1", b"x", canonical.stack())
+    (tmp_path / "layout.yaml").write_text(PRUNE_LAYOUT)
+    argv = [sys.executable, "-m", "ccci_gate.cli", "warm", "prune", "--layout",
+            str(tmp_path / "layout.yaml")]
+    reply = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert "prune: gone is no longer enrolled: freed volumes: warm-gone_ci_local_data" in reply
+    assert "secrets: warm-gone_ci_local_pw_v1" in reply
+    assert "1 canonical(s) dropped, kept those of hello" in reply
+    assert port.leftovers("warm-gone_ci_local") == {}
+    assert not (warm_root / "gone").exists()
+    assert port.volumes("warm-hello_ci_local") and (warm_root / "hello" / "record.json").exists()
+    listing = subprocess.run([sys.executable, "-m", "ccci_gate.cli", "warm", "list"],
+                             capture_output=True, text=True, check=True).stdout
+    assert listing.startswith("hello") and "gone" not in listing

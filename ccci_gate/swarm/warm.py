@@ -291,3 +291,23 @@ def listing(root: Path) -> list[dict[str, Any]]:
                      "last_quick": record.get("last_quick", {}),
                      "bytes": disk_usage(canonical.dir)})
     return rows
+
+
+def enrolled_recipes(layout: Any) -> set[str]:
+    """The recipes a layout enrols: the last path part of each ``warm: true`` project
+    (the ``RECIPE`` the shipped jobs give builds)."""
+    return {name.rsplit("/", 1)[-1] for name, project in layout.projects.items() if project.warm}
+
+
+def prune(port: SwarmPort, root: Path, enrolled: set[str],
+          log: Callable[[str], None] = print) -> list[str]:
+    """Drop the canonical of every recipe not in ``enrolled`` (its app, volumes, secrets
+    and warm data), logging what was freed; returns the recipes dropped."""
+    dropped = []
+    for canonical in canonicals(root):
+        if canonical.recipe in enrolled:
+            continue
+        for line in drop(port, canonical):
+            log(f"prune: {canonical.recipe} is no longer enrolled: freed {line}\n")
+        dropped.append(canonical.recipe)
+    return dropped
