@@ -17,7 +17,7 @@ from ccci_gate.worker.kinds import promote
 
 from git_helpers import git
 from test_config_loader import problems, write
-from test_core_engine import CHANGE, Harness, layout
+from test_core_engine import Harness, layout
 
 ENROLLED = """\
 pipelines:

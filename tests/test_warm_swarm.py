@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,47 @@ def test_prune_removes_exactly_the_de_enrolled_warm_data(tmp_path, port, warm_ro
     listing = subprocess.run([sys.executable, "-m", "ccci_gate.cli", "warm", "list"],
                              capture_output=True, text=True, check=True).stdout
     assert listing.startswith("hello") and "gone" not in listing
+
+
+QUICK_CHILD = """
+import sys
+import time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from ccci_gate.swarm.host import Host
+from ccci_gate.worker.kinds import get_kind
+from recipe_helpers import context
+ctx, lines = context(Path(sys.argv[2]), "systest", recipe="faulty", CCCI_WARM="1",
+                     CCCI_QUICK="1", ZUUL_CHANGE="1", ZUUL_COMMIT=sys.argv[3])
+kind = get_kind("recipe-systest")
+kind._host = Host(Path(sys.argv[4]), max_tests=2)
+print(kind.run(ctx))
+"""
+
+
+def test_a_worker_killed_mid_quick_leaves_the_canonical_restorable(tmp_path, port, host,
+                                                                   warm_root):
+    repo, sha = make_faulty(tmp_path / "repos")
+    canonical = seed(tmp_path, host, repo)
+    stack, known = canonical.stack(), snapshot_bytes(canonical)
+    ws = checkout(repo, tmp_path / "ws-killed", "refs/pull/1/head")
+    proc = subprocess.Popen([sys.executable, "-c", QUICK_CHILD, str(Path(__file__).parent),
+                             str(ws), sha, str(host.state)], stdout=subprocess.DEVNULL)
+    try:
+        def upgraded() -> bool:
+            return any(s.labels.get(f"coop-cloud.{stack}.chaos-version") == sha[:8]
+                       for s in port.services(stack))
+        deadline = time.monotonic() + 120
+        while not upgraded() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert upgraded(), "the quick run never deployed the head"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert port.services(stack) and canonical.record()["status"] == "quick"
+    assert host.janitor(port, log=lambda _: None) == [] and port.services(stack)
+    result, log = systest(tmp_path, host, repo, "refs/pull/1/head", "again", CCCI_QUICK="1",
+                          ZUUL_CHANGE="1", ZUUL_COMMIT=sha)
+    assert result == "SUCCESS", log
+    assert "reattached warm-faulty_ci_local at 1.1.0+1" in log and "the note survived" in log
+    assert snapshot_bytes(canonical) == known and port.services(stack) == []

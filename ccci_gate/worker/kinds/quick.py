@@ -25,6 +25,7 @@ from pathlib import Path
 
 import docker.errors
 
+from ...git import GitError
 from ...swarm.deploy import App, DeployError, InfraError
 from ...swarm.port import SwarmError
 from ...swarm.recipe import Recipe, RecipeError
@@ -32,7 +33,7 @@ from ...swarm.snapshot import SnapshotError, restore
 from ...swarm.warm import (Canonical, WarmError, default_root, restore_secrets, unpack_hook_state,
                            volumes_digest)
 from .base import BuildContext
-from .bundle import unpack_bundle
+from .bundle import StoreError, unpack_bundle
 from .recipe import recipe_name, scratch
 
 ALERT = "ALERT: "
@@ -100,7 +101,10 @@ class QuickLane:
         started = time.monotonic()
         try:
             reference = self.reattach(ctx, app, good)
-        except (DeployError, SnapshotError, RecipeError, InfraError) as exc:
+        except (SwarmError, RecipeError, docker.errors.DockerException) as exc:
+            if ctx.stopped:
+                ctx.log("stopped while reattaching the canonical\n")
+                return self.put_back(ctx, canonical, app, good, None, "ABORTED")
             ctx.log(f"INFRASTRUCTURE ERROR (the canonical's known-good did not come up, "
                     f"not the change's fault): {exc}\n")
             return self.put_back(ctx, canonical, app, good, None, "ERROR")
@@ -122,6 +126,9 @@ class QuickLane:
             verdict = "ERROR"
         except (SwarmError, docker.errors.DockerException) as exc:
             ctx.log(f"INFRASTRUCTURE ERROR (Docker): {exc}\n")
+            verdict = "ERROR"
+        except (StoreError, GitError) as exc:
+            ctx.log(f"INFRASTRUCTURE ERROR (artifact store or git): {exc}\n")
             verdict = "ERROR"
         if verdict != "SUCCESS":
             return self.put_back(ctx, canonical, app, good, reference, verdict)

@@ -155,7 +155,9 @@ class RecipeSystest(Deploying):
             ref, why = override, "the layout's explicit upgrade base"
         if not ref:
             version, commit = known_good_version(ctx)
-            for candidate in (commit, version):
+            # its release tag when that is its commit (the log reads better), else its commit
+            tag_is_it = not commit or commit_of(version) == commit_of(commit)
+            for candidate in (version, commit) if tag_is_it else (commit, version):
                 if version and version != head_version and usable(candidate):
                     ref, why = candidate, f"the canonical's known-good version {version}"
                     break
