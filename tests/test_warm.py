@@ -229,3 +229,24 @@ def test_upgrade_base_without_tags_is_the_branch_tip(tmp_path):
     release(repo, "1.0.0+1", tag=False)
     release(repo, "1.1.0+1", tag=False)
     assert base_of(repo, tmp_path) == ("HEAD~1", "the target branch tip")
+
+
+def test_quick_falls_back_to_cold_when_the_canonical_stays_locked(tmp_path, monkeypatch):
+    from ccci_gate.swarm.host import Host
+    from ccci_gate.worker.kinds.quick import QuickLane
+    from ccci_gate.worker.kinds.systest import RecipeSystest
+    from recipe_helpers import context
+    monkeypatch.setenv("CCCI_WARM_ROOT", str(tmp_path / "warm"))
+    fake_known_good(tmp_path / "warm", "1.1.0+1")
+    kind = RecipeSystest(host=Host(tmp_path / "state"))
+    ctx, lines = context(tmp_path, "systest", CCCI_WARM="1", CCCI_QUICK="1",
+                         CCCI_WARM_WAIT="0.5")
+    assert Canonical(tmp_path / "warm", "hello").unusable() == ""
+    with Canonical(tmp_path / "warm", "hello").lock():
+        assert QuickLane(kind).run(ctx) is None
+    text = "".join(lines)
+    assert "waiting for the canonical of hello: another run holds it" in text
+    assert "lane: cold (quick asked for, but the canonical of hello stayed locked" in text
+    ctx, lines = context(tmp_path, "systest", CCCI_QUICK="1")
+    assert QuickLane(kind).run(ctx) is None
+    assert "lane: cold (quick asked for, but the project is not enrolled" in "".join(lines)

@@ -32,6 +32,7 @@ from .base import BuildContext
 from .bundle import StoreError, make_bundle
 from .quick import base_domain, canonical_for
 from .recipe import scratch
+from .systest import SEED_HOOK
 
 
 def why_not(ctx: BuildContext) -> str:
@@ -102,7 +103,7 @@ class Promotion:
                 port.create_secret(name, value.encode(), app.stack)
             kind.cold_deploy(ctx, app, commit)
             state = scratch(ctx, "warm-seed-state")
-            seeded = kind.hook(ctx, app, recipe, "tests/ccci-seed", state)
+            seeded = kind.hook(ctx, app, recipe, SEED_HOOK, state)
         finally:
             port.purge(app.stack, keep_volumes=True)   # data-warm; a quick run restores
         good = canonical.new_good(make_bundle(recipe), values, state)

@@ -1,7 +1,7 @@
 """``recipe-systest``: a chaos upgrade from the last release to the head, checked honestly.
 
-1. Deploy the **upgrade base** cold (the newest release tag before the head, else the
-   target branch tip) and wait until it runs healthy.
+1. Deploy the **upgrade base** cold (see ``upgrade_base``) and wait until it runs
+   healthy.
 2. **Seed**: the recipe's own ``tests/ccci-seed`` writes data through the app; a token
    also goes into every volume.
 3. **Upgrade** in place to the head (chaos, labelled with the head's short commit),
@@ -14,6 +14,10 @@
    asked of the app) and ``tests/ccci-check``. Without ``ccci-seed``/``ccci-verify``,
    app-level data survival is reported **unverified**, never passed.
 5. **Round trip**: undeploy, snapshot, wipe, restore: every volume byte-identical.
+
+This is the **cold lane**. With ``CCCI_QUICK=1`` the **quick lane** (``quick.py``)
+upgrades the recipe's warm canonical instead, when this host has one; a green cold run
+may **promote** the canonical (``promote.py``). See ``doc/warm.md``.
 
 Hooks are executables of the head's recipe, run on the worker in the recipe folder,
 as argv (never a shell string), with the app's env (``DOMAIN``, ``STACK_NAME``, the
