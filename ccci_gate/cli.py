@@ -23,6 +23,9 @@ import requests
 
 from .gearman.protocol import tune_threads
 
+# modules under ccci_gate/commands/ that add subcommands (each has register(sub))
+COMMAND_MODULES: list[Any] = []
+
 DEFAULT_URL = "http://127.0.0.1:8001"
 
 
@@ -156,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check layout files; exit 1 if invalid")
     p.add_argument("paths", nargs="+", type=Path)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
@@ -163,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        code = COMMANDS[args.command](args)
+        func = getattr(args, "func", None) or COMMANDS[args.command]
+        code = func(args)
         sys.stdout.flush()
         return code
     except KeyboardInterrupt:
