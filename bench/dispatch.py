@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import queue
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -25,13 +24,18 @@ import threading
 import time
 from pathlib import Path
 
+import sys
+
 import gear
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from ccci_gate.gearman.protocol import tune_threads
 from ccci_gate.core.actions import StartBuild
 from ccci_gate.core.events import BuildCompleted
 from ccci_gate.gearman.dispatcher import GearmanDispatcher
 from ccci_gate.gearman.server import EmbeddedServer
+from waiting import free_port  # noqa: E402
 from ccci_gate.gearman.worker import GearmanWorker
 
 FUNCTION = "build:noop"
@@ -175,10 +179,6 @@ def run_stock(args) -> tuple[float, list[float]]:
     return elapsed, loop.rtts
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ from ccci_gate.gearman.server import EmbeddedServer  # noqa: E402
 from ccci_gate.gearman.worker import GearmanWorker  # noqa: E402
 from ccci_gate.settings import load_settings  # noqa: E402
 from git_helpers import git, make_repo  # noqa: E402
+from waiting import free_port, wait_for  # noqa: E402
 
 GEARMAND = shutil.which("gearmand") or ("/usr/sbin/gearmand" if os.path.exists("/usr/sbin/gearmand")
                                         else None)
@@ -80,20 +81,6 @@ class Row:
 
 # --- plumbing ---------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def gearmand(port: int | None = None) -> tuple[subprocess.Popen, int]:

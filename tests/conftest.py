@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from waiting import free_port  # noqa: F401 - tests import it from here
+
 
 def require(condition: bool, what: str) -> None:
     """Skip when ``what`` is missing on a laptop; fail under CI, where it must exist."""
@@ -48,11 +50,6 @@ def docker_swarm():
         yield
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -14,6 +13,7 @@ from ccci_gate.app import Gatekeeper
 from ccci_gate.settings import load_settings
 
 from git_helpers import git, make_repo  # noqa: F401 - re-exported for tests
+from waiting import free_port, wait_for  # noqa: F401 - re-exported for tests
 
 def admin_pipeline(name: str, manager: str = "independent", retest_on_merge: bool = False) -> str:
     """Layout YAML of a pipeline fed only by the admin API, reporting to the log."""
@@ -64,14 +64,6 @@ def admin(gk: Gatekeeper, path: str, body: dict[str, Any]) -> requests.Response:
                          headers={"Authorization": f"Bearer {gk.admin_token}"})
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finished(gk: Gatekeeper, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:

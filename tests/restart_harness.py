@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from e2e_helpers import wait_for
+from waiting import free_port
 from fake_gitea import FakeGitea, conformance_payload, deliver
 from git_helpers import git, make_repo
 
@@ -76,10 +77,6 @@ jobs:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gatekeeper:

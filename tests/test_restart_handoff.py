@@ -12,6 +12,7 @@ import subprocess
 
 import requests
 
+from waiting import free_port
 from e2e_helpers import (admin, admin_pipeline, finished, make_repo, start_gatekeeper,
                          wait_for, worker_process, write_layout)
 
@@ -27,10 +28,6 @@ jobs:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_build_that_ends_while_the_gatekeeper_is_down_is_not_run_again(tmp_path, gearmand_bin):
