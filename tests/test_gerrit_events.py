@@ -259,6 +259,24 @@ def test_review_messages_and_votes():
     assert reporter.review(Report("i", "gate", "success", {}, {"change": {"project": "p"}})) is None
 
 
+def test_a_report_made_again_after_a_restart_is_queued_once(tmp_path):
+    import threading
+    from ccci_gate.core.actions import Report
+    from ccci_gate.drivers.gerrit.reporter import GerritReporter
+    from ccci_gate.drivers.outbox import OutboxStore
+    summary = {"change": {"project": "p", "number": 5, "sha": "a" * 40}, "result": "SUCCESS",
+               "status_url": "http://g/i", "jobs": []}
+    action = Report("i", "check", "success", {"gerrit": {"Verified": 1}}, summary)
+    GerritReporter("review", OutboxStore(tmp_path / "o.db"), threading.Event()).report(action)
+    # a new process on the same store (the scheduler had not recorded the report)
+    store = OutboxStore(tmp_path / "o.db")
+    GerritReporter("review", store, threading.Event()).report(action)
+    assert store.pending() == 1
+    GerritReporter("review", store, threading.Event()).report(
+        Report("i", "check", "start", {"gerrit": {}}, summary))
+    assert store.pending() == 2
+
+
 def test_requirements_are_checked_again_before_a_merge():
     from ccci_gate.core.triggers import TriggerFilter
     from ccci_gate.drivers.gerrit.triggers import still_unmet

@@ -3,7 +3,8 @@
 ``report()`` runs on the scheduler thread, so it only renders a ReviewInput and queues
 it in the connection's store; the outbox (:mod:`ccci_gate.drivers.outbox`) posts it to
 ``/a/changes/{id}/revisions/{sha}/review`` on its own thread, in order, retrying while
-Gerrit is down, once. A restart resumes where it stopped.
+Gerrit is down, once. A restart resumes where it stopped, and a report made again for
+the same item and phase (after a crash) is not queued twice.
 
 The pipeline's reporter value says what to vote, Zuul-style: ``success: {gerrit:
 {Verified: 1}}``, ``failure: {gerrit: {Verified: -1}}`` (any label, any value; ``{}``
@@ -101,6 +102,9 @@ class GerritReporter:
             log.info("[%s] %s: not a Gerrit change with a known revision, nothing to report",
                      action.pipeline, change.get("id"))
             return
-        self.store.push("review", change["project"], f"{change['number']},{change['sha']}", body)
+        # keyed by item and phase: a report carried out again after a restart (the process
+        # died between queueing it and the scheduler recording it) is not posted twice
+        self.store.push("review", change["project"], f"{change['number']},{change['sha']}", body,
+                        key=f"{action.item_id}/{action.phase}/review")
         self.wake.set()
 
