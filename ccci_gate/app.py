@@ -111,6 +111,7 @@ class Gatekeeper:
             self.scheduler, self.store, self.log_dir, self.admin_token,
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
             change_ref=lambda project, n: settings.change_ref.format(change=n, project=project),
+            resolve_change=self._resolve_change,
             notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
         ArtifactStore(state / "artifacts").register(self.router)
@@ -171,6 +172,12 @@ class Gatekeeper:
         if proj is not None and proj.connection:
             return proj.connection
         return next(iter(self.connections.sources), "git")
+
+    def _resolve_change(self, project: str, number: int, patchset: str | None) -> Any:
+        """What the project's connection says ``--change number`` is (None: its ref is
+        the settings' ``change-ref`` pattern)."""
+        conn = self.connections.items.get(self._connection_of(project) or "")
+        return conn.resolve_change(project, number, patchset) if conn is not None else None
 
     def _git_projects(self) -> list[str]:
         """Projects of the running layout that the plain git source serves."""

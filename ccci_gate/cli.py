@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--change", type=int, help="pull request / change number")
     group.add_argument("--ref", help="a ref, e.g. refs/heads/main")
-    p.add_argument("--patchset", help="head sha of the change, if known")
+    p.add_argument("--patchset", help="Gitea: the change's head sha, if known; Gerrit: a "
+                   "patchset number (default: the current one, asked of Gerrit)")
     p.add_argument("--branch", help="target branch (default: main)")
     p.add_argument("--quick", action="store_true", help="run in the quick lane")
     _add_client_args(p)

@@ -37,7 +37,8 @@ REVIEW_INPUT = {"message": str, "tag": str, "labels": dict, "notify": str, "comm
                 "reviewers": list, "ready": bool, "work_in_progress": bool}
 SUBMIT_INPUT = {"on_behalf_of": str, "notify": str, "notify_details": dict}
 NOTIFY = ("NONE", "OWNER", "OWNER_REVIEWERS", "ALL")
-OPTIONS = ("CURRENT_REVISION", "DETAILED_LABELS", "DETAILED_ACCOUNTS", "MESSAGES", "LABELS")
+OPTIONS = ("CURRENT_REVISION", "ALL_REVISIONS", "DETAILED_LABELS", "DETAILED_ACCOUNTS", "MESSAGES",
+           "LABELS")
 _KEYS: dict[str, paramiko.RSAKey] = {}
 
 
@@ -285,6 +286,11 @@ class FakeGerrit:
             data["current_revision"] = sha
             data["revisions"] = {sha: {"_number": change.patchset, "ref": change.ref(),
                                        "created": stamp(created), "uploader": account(uploader)}}
+        if "ALL_REVISIONS" in options:
+            data["current_revision"] = sha
+            data["revisions"] = {rev: {"_number": n, "ref": change.ref(n), "created": stamp(at),
+                                       "uploader": account(who)}
+                                 for n, (rev, at, who) in enumerate(change.revisions, 1)}
         if "DETAILED_LABELS" in options:
             data["labels"] = {label: {"all": [{"value": value, **account(user)}
                                               for (lab, user), value in change.votes.items() if lab == label]}

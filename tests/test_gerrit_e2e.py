@@ -10,7 +10,8 @@ import pytest
 
 from ccci_gate.app import Gatekeeper
 
-from e2e_helpers import finished, git, make_repo, start_gatekeeper, wait_for, write_layout
+from e2e_helpers import (admin, finished, git, make_repo, start_gatekeeper, wait_for,
+                         write_layout)
 from fake_gerrit import FakeChange, FakeGerrit, key
 
 PROJECT = "demo/app"
@@ -236,3 +237,29 @@ def test_a_veto_while_gating_stops_the_submit(world):
     gate = [i for i in items if i["pipeline"] == "gate"][0]
     assert gate["result"] == "MERGE_FAILED" and "Verified-1" in gate["failing_reason"]
     assert world.fake.submits == []
+
+
+def test_enqueue_by_change_number_runs_the_current_patchset_or_a_named_one(world):
+    """``ccci-gate enqueue --change N`` asks Gerrit which patchset is current; with
+    ``--patchset P`` it runs that one; an unknown change is a 400, Gerrit down a 503."""
+    first = world.upload(2)
+    finished(world.gk)
+    second = world.upload(2)
+    finished(world.gk, 2)
+    answer = admin(world.gk, "/admin/enqueue", {"pipeline": "check", "project": PROJECT, "change": 2})
+    assert answer.status_code == 202, answer.text
+    assert finished(world.gk, 3)[-1]["change"]["sha"] == second
+    answer = admin(world.gk, "/admin/enqueue",
+                   {"pipeline": "check", "project": PROJECT, "change": 2, "patchset": "1"})
+    assert answer.status_code == 202, answer.text
+    [*_, item] = finished(world.gk, 4)
+    assert (item["result"], item["change"]["ref"]) == ("SUCCESS", "refs/changes/02/2/1")
+    assert item["change"]["sha"] == first      # the merger fetched patchset 1's ref
+    answer = admin(world.gk, "/admin/enqueue",
+                   {"pipeline": "check", "project": PROJECT, "change": 2, "patchset": "9"})
+    assert answer.status_code == 400 and "patchsets 1 to 2" in answer.json()["error"]
+    answer = admin(world.gk, "/admin/enqueue", {"pipeline": "check", "project": PROJECT, "change": 77})
+    assert answer.status_code == 400 and "no change 77" in answer.json()["error"]
+    world.fake.rest_down = True
+    answer = admin(world.gk, "/admin/enqueue", {"pipeline": "check", "project": PROJECT, "change": 2})
+    assert answer.status_code == 503 and "cannot look the change up" in answer.json()["error"]

@@ -23,6 +23,10 @@ from ..ports import Emit
 
 
 
+class SourceUnavailable(Exception):
+    """The forge did not answer a lookup (down, timeout): try again later."""
+
+
 class Connection:
     """A configured connection to one server of a driver. Subclasses set what they
     offer: ``reporter`` (a ``Reporter`` port), ``source`` (a ``Source`` port), HTTP
@@ -30,6 +34,13 @@ class Connection:
 
     reporter: Any = None
     source: Any = None
+
+    def resolve_change(self, project: str, number: int, patchset: str | None) -> Any:
+        """The :class:`~ccci_gate.core.model.Change` an operator means by ``enqueue
+        --change number [--patchset P]`` (None: the settings' ``change-ref`` names it).
+        Called on an HTTP thread, never the scheduler's; raises ``ValueError`` for a
+        change the forge does not know and :class:`SourceUnavailable` when it is down."""
+        return None
 
     def register_routes(self, router: Any) -> None:
         """Add the connection's HTTP endpoints (``web.routes.Router``)."""

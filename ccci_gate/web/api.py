@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 from ..core import events as ev
 from ..core.model import Change
+from ..drivers.base import SourceUnavailable
 from ..scheduler import Scheduler
 from ..store import Store
 from .routes import Request, Response, Router
@@ -50,6 +51,7 @@ class GatekeeperAPI:
     def __init__(self, scheduler: Scheduler, store: Store, log_dir: Path, admin_token: str,
                  reconfigure: Callable[[], list[str]], pool: Callable[[], Mapping[str, Any]],
                  change_ref: Callable[[str, int], str],
+                 resolve_change: Callable[[str, int, str | None], Change | None] = lambda *a: None,
                  notify_push: Callable[[str], bool] = lambda project: False, web_url: str = ""):
         self.scheduler = scheduler
         self.store = store
@@ -58,6 +60,7 @@ class GatekeeperAPI:
         self.reconfigure = reconfigure
         self.pool = pool
         self.change_ref = change_ref
+        self.resolve_change = resolve_change
         self.notify_push = notify_push
         self.web_url = web_url.rstrip("/")
         self.pool_status = Snapshot("pool", pool, wait=1.0)
@@ -134,9 +137,11 @@ class GatekeeperAPI:
     def enqueue(self, request: Request, body: dict[str, Any]) -> Response:
         try:
             pipeline = _text(body, "pipeline")
-            change = self._change(body)
+            change = self._change(body, lookup=True)
         except ValueError as exc:
             return Response.error(400, str(exc))
+        except SourceUnavailable as exc:
+            return Response.error(503, f"cannot look the change up: {exc}")
         layout = self.scheduler.snapshot.layout
         if pipeline not in layout.pipelines:
             return Response.error(400, f"no pipeline {pipeline!r}; have: {', '.join(layout.pipelines)}")
@@ -202,7 +207,9 @@ class GatekeeperAPI:
         self.scheduler.sync()   # answer once the new layout runs (and is published)
         return Response.json({"ok": True})
 
-    def _change(self, body: Mapping[str, Any]) -> Change:
+    def _change(self, body: Mapping[str, Any], lookup: bool = False) -> Change:
+        """The change ``body`` names. With ``lookup``, a change of a forge that knows
+        more than a ref pattern (Gerrit: the current patchset) is asked for it."""
         project = _text(body, "project")
         branch = str(body.get("branch") or "main")
         number = body.get("change")
@@ -211,8 +218,11 @@ class GatekeeperAPI:
                 number = int(number)
             except (TypeError, ValueError):
                 raise ValueError(f"change must be a number, not {number!r}") from None
-            ref = self.change_ref(project, number)
             patchset = str(body.get("patchset") or "") or None
+            resolved = self.resolve_change(project, number, patchset) if lookup else None
+            if resolved is not None:
+                return resolved
+            ref = self.change_ref(project, number)
             return Change(project, branch, ref, number=number, patchset=patchset, sha=patchset)
         ref = str(body.get("ref") or f"refs/heads/{branch}")
         if ref.startswith("refs/heads/") and not body.get("branch"):

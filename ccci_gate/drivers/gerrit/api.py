@@ -138,6 +138,16 @@ class GerritAPI:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise GerritUnavailable(f"change {project}~{number}: unexpected answer ({exc!r})") from None
 
+    def revisions(self, project: str, number: int) -> dict[int, tuple[str, str]]:
+        """Every patchset of a change: number → (commit, ``refs/changes/…`` ref)."""
+        data = self.call("GET", f"/changes/{change_id(project, number)}",
+                         params=[("o", "ALL_REVISIONS")])
+        try:
+            return {int(rev["_number"]): (sha, str(rev["ref"]))
+                    for sha, rev in (data.get("revisions") or {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GerritUnavailable(f"change {project}~{number}: unexpected answer ({exc!r})") from None
+
     def query(self, query: str, options: tuple[str, ...] = CHANGE_OPTIONS + ("MESSAGES",),
               page: int = 100, most: int = 5000) -> list[dict[str, Any]]:
         """Every change ``query`` finds (up to ``most``), page by page: Gerrit marks the

@@ -30,8 +30,9 @@ from typing import Any, Callable, Mapping
 import voluptuous as v
 
 from ...ports import Emit
-from ..base import Connection
+from ..base import Connection, SourceUnavailable
 from ..outbox import Outbox, OutboxStore, Outgoing
+from .approvals import GerritChange
 from .api import ChangeInfo, GerritAPI, GerritError, GerritUnavailable
 from .events import GerritEvent
 from .inbound import Inbound
@@ -116,6 +117,30 @@ class GerritConnection(Connection):
         self._retry = threading.Timer(self.options["reconnect-max"], self._connected)
         self._retry.daemon = True
         self._retry.start()
+
+    def resolve_change(self, project: str, number: int, patchset: str | None) -> GerritChange:
+        """``enqueue --change N``: the change's current patchset as Gerrit says now;
+        with ``--patchset P`` an older one, by its ``refs/changes/NN/N/P`` ref."""
+        try:
+            info = self.api.change(project, number)
+            older = (self.api.revisions(project, number)
+                     if patchset not in (None, "", str(info.patchset)) else {})
+        except GerritError as exc:
+            raise ValueError(f"Gerrit {self.name!r} has no change {number} in {project} "
+                             f"({exc.status})") from None
+        except GerritUnavailable as exc:
+            raise SourceUnavailable(f"Gerrit {self.name!r}: {exc}") from None
+        if older or patchset not in (None, "", str(info.patchset)):
+            if not (patchset or "").isdigit() or int(patchset or 0) not in older:
+                raise ValueError(f"change {number} has patchsets 1 to {info.patchset}, "
+                                 f"not {patchset!r}")
+            sha, ref = older[int(patchset or 0)]
+            return GerritChange(project, info.branch, ref, number=number, patchset=patchset,
+                                sha=sha, title=info.subject, author=info.owner)
+        return GerritChange(project, info.branch, info.ref, number=number,
+                            patchset=str(info.patchset), sha=info.revision, title=info.subject,
+                            author=info.owner, approvals=info.approvals, wip=info.wip,
+                            private=info.private)
 
     def requeue(self, info: ChangeInfo) -> None:
         """The source found a newer patchset than the one tested: act on it as on the
