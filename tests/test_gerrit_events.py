@@ -176,6 +176,18 @@ def test_filters_match_on_kind_comment_approval_and_skip_wip():
     assert _accepts({"event": "ref-updated", "ref": "refs/heads/.*"}, branch)
 
 
+def test_username_is_an_allow_list_of_who_may_trigger():
+    review = core_event(ge.parse(line("comment-added.json")), "r")          # by tazjin
+    bot = core_event(ge.parse(line("comment-added_ci-bot.json")), "r")      # by jenkins
+    allow = {"event": "comment-added", "username": ["^(tazjin|alice)$"]}
+    assert _accepts(allow, review) and not _accepts(allow, bot)
+    no_bots = {"event": "comment-added", "username": "^(?!jenkins$).*"}
+    assert _accepts(no_bots, review) and not _accepts(no_bots, bot)
+    assert not _accepts({"event": "comment-added", "username": "tazji"}, review)   # full match
+    with pytest.raises(v.Invalid):
+        FILTER({"event": "comment-added", "username": "("})
+
+
 def test_layout_with_gerrit_triggers_loads(tmp_path):
     (tmp_path / "l.yaml").write_text(textwrap.dedent("""
         pipelines:

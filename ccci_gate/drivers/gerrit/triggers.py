@@ -11,12 +11,15 @@ fully matching), ``comment`` (regex searched in what the user typed, without Ger
 ``Patch Set N:`` line), ``approval`` (comment-added only: the event changed a vote to
 this value), ``require-approval`` / ``reject-approval`` (the change's current votes;
 see :mod:`.approvals`), ``wip`` / ``private`` (default false: such changes are
-skipped), ``require-authorized`` (default: on for comments; every account that may
-comment on a Gerrit change counts as authorized, Gerrit's ACLs decide who may).
+skipped), ``username`` (regexes fully matching the account that caused the event:
+Zuul's allow list, e.g. ``'^(alice|bob)$'`` or ``'^(?!ci-bot$).*'``), ``require-authorized``
+(default: on for comments; every account that may comment on a Gerrit change counts as
+authorized, Gerrit's ACLs decide who may — narrow it with ``username``).
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Iterable
 
 import voluptuous as v
@@ -44,6 +47,7 @@ FILTER = v.Schema({
     v.Optional("approval"): listify(requirement),
     v.Optional("require-approval"): listify(requirement),
     v.Optional("reject-approval"): listify(requirement),
+    v.Optional("username"): listify(regex),
     v.Optional("wip"): bool,
     v.Optional("private"): bool,
     v.Optional("require-authorized"): bool,
@@ -66,9 +70,12 @@ class GerritFilter(TriggerFilter):
     reject: tuple[Requirement, ...] = ()
     wip: bool = False
     private: bool = False
+    username: tuple[str, ...] = ()
 
     def matches(self, event: ev.TriggerEvent) -> bool:
         if not super().matches(event):
+            return False
+        if self.username and not any(re.fullmatch(u, event.user or "") for u in self.username):
             return False
         change = event.change
         if not isinstance(change, GerritChange):
@@ -104,5 +111,5 @@ def filters(value: list[dict[str, Any]]) -> tuple[TriggerFilter, ...]:
             require_authorized=flt.get("require-authorized"),
             approval=tuple(flt.get("approval", ())), require=tuple(flt.get("require-approval", ())),
             reject=tuple(flt.get("reject-approval", ())), wip=flt.get("wip", False),
-            private=flt.get("private", False)))
+            private=flt.get("private", False), username=tuple(flt.get("username", ()))))
     return tuple(out)
