@@ -220,3 +220,31 @@ jobs:
         assert "s3cr3t" not in log
     finally:
         gk.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_hooks_background_processes_end_with_it_and_a_timeout_kills_them_all(tmp_path):
+    """``process.run`` (how a recipe's hooks run): nothing the hook starts outlives it."""
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\nsleep 300 &\necho $! > \"$1\"\nsetsid sleep 300 &\n"
+                    "echo $! >> \"$1\"\necho seeded; echo oops >&2\n[ -n \"$2\" ] && sleep 300\n"
+                    "exit 3\n")
+    hook.chmod(0o755)
+    pids = tmp_path / "pids"
+    status, output = process.run([str(hook), str(pids)], tmp_path, {"PATH": os.environ["PATH"]}, 30)
+    assert (status, output) == (3, "seeded\noops\n")
+    started = [int(p) for p in pids.read_text().split()]
+    wait_for(lambda: not any(_alive(p) for p in started), 5, "the hook's background sleeps to end")
+    started_at = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.run([str(hook), str(pids), "hang"], tmp_path, {"PATH": os.environ["PATH"]}, 1)
+    assert time.monotonic() - started_at < 10
+    started = [int(p) for p in pids.read_text().split()]
+    wait_for(lambda: not any(_alive(p) for p in started), 5, "everything the hung hook started to end")

@@ -2,7 +2,8 @@
 
 - :func:`spawn` starts a build's command under ``reaper.py`` (parent-death signal,
   child subreaper, own process group): a worker killed with SIGKILL takes its builds'
-  processes with it. :func:`kill` ends a spawned build and everything it started.
+  processes with it. :func:`kill` ends a spawned build and everything it started;
+  :func:`run` is ``spawn`` and wait, for a recipe's hooks.
 - Every process spawned here carries ``CCCI_WORKER_TOKEN`` (one per worker process)
   in its environment, and every workspace is listed under the worker's instance
   directory ``<workdir>/.instances/<token>/`` (held with ``flock`` while it lives).
@@ -40,6 +41,21 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.
     return subprocess.Popen([sys.executable, "-I", "-S", REAPER, str(os.getpid()), "--", *argv],
                             cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``argv`` under the reaper and wait: (exit status, stdout and stderr as one
+    text). What it started in the background dies when it exits; after ``timeout``
+    seconds it and everything it started are killed and ``TimeoutExpired`` is raised.
+    For a recipe's own code (its hooks): it must not outlive its build or its worker."""
+    proc = spawn(argv, cwd, env)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        proc.communicate()
+        raise
+    return proc.returncode, out.decode("utf-8", "replace")
 
 
 def kill(proc: subprocess.Popen) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ...git import git, out
 from ...swarm.deploy import App, DeployError
+from .. import process
 from ...swarm.recipe import Recipe, RecipeError
 from ...swarm.snapshot import SnapshotError, restore, snapshot
 from .base import BuildContext
@@ -117,15 +118,14 @@ class RecipeSystest(Deploying):
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOCKER_HOST") if k in os.environ}
         env.update(app.recipe.env())
         env["CCCI_HOOK_STATE"] = str(state)
-        try:
-            proc = subprocess.run([str(hook.resolve())], cwd=head.path, env=env,
-                                  timeout=self.remaining(ctx, 600), stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True)
+        try:   # under the reaper: nothing the hook starts outlives it or the worker
+            status, output = process.run([str(hook.resolve())], head.path, env,
+                                         timeout=self.remaining(ctx, 600))
         except subprocess.TimeoutExpired:
             raise DeployError(f"the recipe's own {name} timed out") from None
-        ctx.log(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            raise DeployError(f"the recipe's own {name} failed (exit {proc.returncode})")
+        ctx.log(output)
+        if status != 0:
+            raise DeployError(f"the recipe's own {name} failed (exit {status})")
         ctx.log(f"the recipe's own {name} passed\n")
         return True
 
