@@ -33,6 +33,7 @@ from .drivers.gitpush import BranchWatcher
 from .drivers.timer import TimerDriver
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
+from .web.metrics import GateMetrics
 from .web.routes import Router
 from .web.server import ListenerError, WebServer
 from .worker.daemon import WorkerDaemon
@@ -90,8 +91,10 @@ class Gatekeeper:
         self.web_url = web_url
         self.engine, self.restored = self._restore(f"{web_url}/git", web_url)
         self.scheduler_ref: Scheduler | None = None
+        self.metrics = GateMetrics()
         self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls,
-                                            grace=settings.gearman_grace)
+                                            grace=settings.gearman_grace,
+                                            on_taken=self.metrics.taken)
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
                                 f"{web_url}/git")
         self.connections = build_connections(settings.connections, self._emit, state)
@@ -103,7 +106,7 @@ class Gatekeeper:
             self.engine, self.merger, HandoffDispatcher(self.dispatcher, self.handoff), self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
-            source_for=lambda project: self._connection_of(project))
+            source_for=lambda project: self._connection_of(project), observer=self.metrics)
         self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put)
         self.watcher = BranchWatcher(self._git_projects, settings.source_url, self.scheduler.put,
                                      interval=settings.git_poll_interval)
@@ -114,6 +117,7 @@ class Gatekeeper:
             resolve_change=self._resolve_change,
             notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
+        self._watch_metrics()
         ArtifactStore(state / "artifacts").register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
@@ -126,6 +130,18 @@ class Gatekeeper:
                 settings.worker_labels, state / "workspaces", settings.jobs_dir,
                 max_builds=settings.worker_max_builds, tls=tls)
         self._threads: list[threading.Thread] = []
+
+    def _watch_metrics(self) -> None:
+        """``GET /metrics`` (``web/metrics.py``): levels read from the snapshots the
+        status API reads, the connections' outboxes and this host's warm root."""
+        from .drivers.outbox import OutboxStore
+        from .swarm.warm import default_root
+        self.metrics.known(self.scheduler.snapshot.items)
+        outboxes = {name: conn.store for name, conn in self.connections.items.items()
+                    if isinstance(conn.store, OutboxStore)}
+        self.metrics.watch(self.scheduler.status, self.scheduler.events.qsize,
+                           self.api.pool_status, lambda: outboxes, default_root())
+        self.metrics.register(self.router)
 
     def _restore(self, zuul_url: str, web_url: str) -> tuple[Engine, bool]:
         """The engine the previous incarnation saved (a fresh one on first start)."""

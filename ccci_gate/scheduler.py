@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .core import actions as act
-from .core.engine import Engine
+from .core.engine import Delta, Engine
 from .core.events import Event
 from .core.layout import Layout
 from .ports import Dispatcher, Merger, Reporter, Source
@@ -75,14 +75,27 @@ class _Sync(Event):
     done: threading.Event = field(default_factory=threading.Event)
 
 
+class Observer:
+    """What the scheduler tells a watcher (``web/metrics.py``), on the scheduler thread:
+    each method must return at once and never raise. The defaults do nothing."""
+
+    def handled(self, kind: str, seconds: float) -> None:
+        """An event of class ``kind`` was handled (the engine's step and its actions)."""
+
+    def changed(self, delta: Delta) -> None:
+        """What a batch changed (``Engine.take_delta``), just before the store saves it."""
+
+
 class Scheduler:
     """Owns the engine; executes its actions through the ports."""
 
     def __init__(self, engine: Engine, merger: Merger, dispatcher: Dispatcher,
                  store: Store | None = None, reporters: Mapping[str, Reporter] | None = None,
                  sources: Mapping[str, Source] | None = None,
-                 source_for: Callable[[str], str | None] = lambda project: None):
+                 source_for: Callable[[str], str | None] = lambda project: None,
+                 observer: Observer | None = None):
         self.engine = engine
+        self.observer = observer or Observer()
         self.merger = merger
         self.dispatcher = dispatcher
         self.store = store
@@ -256,41 +269,50 @@ class Scheduler:
         for event in batch:
             if event is None:
                 continue
-            if isinstance(event, _Sync):
-                self.persist()
-                self.publish()
-                event.done.set()
-                continue
-            if isinstance(event, _Ask):
-                try:
-                    actions = self.engine.handle(event.event)
-                except Exception as exc:  # noqa: BLE001 - the asker gets the error
-                    log.exception("command %r failed; state kept", event.event)
-                    event.reply.put((500, f"the command failed: {exc}"))
-                    continue
-                event.reply.put(self.engine.take_answer() or (202, "accepted"))
-                self.handled += 1
-                self._stale = True
-                self.execute(actions)
-                continue
-            if isinstance(event, _Call):
-                try:
-                    event.reply.put((True, event.fn(self.engine)))
-                except Exception as exc:  # the caller gets the error
-                    event.reply.put((False, exc))
-                continue
-            try:
-                actions = self.engine.handle(event)
-            except Exception:
-                log.exception("event %r failed; state kept", event)
-                continue
-            self.handled += 1
-            self._stale = True
-            self.execute(actions)
+            started = time.perf_counter()
+            kind = self._handle_one(event)
+            if kind:
+                self.observer.handled(kind, time.perf_counter() - started)
         self.persist()
         if self._stale and time.monotonic() - self._published >= PUBLISH_EVERY:
             self.publish()
         return len(batch)
+
+    def _handle_one(self, event: Any) -> str:
+        """Handle one event; returns its kind (its class name; an operator command's own
+        class), or "" for the scheduler's internal requests (sync, call)."""
+        if isinstance(event, _Sync):
+            self.persist()
+            self.publish()
+            event.done.set()
+            return ""
+        if isinstance(event, _Call):
+            try:
+                event.reply.put((True, event.fn(self.engine)))
+            except Exception as exc:  # the caller gets the error
+                event.reply.put((False, exc))
+            return ""
+        if isinstance(event, _Ask):
+            try:
+                actions = self.engine.handle(event.event)
+            except Exception as exc:  # noqa: BLE001 - the asker gets the error
+                log.exception("command %r failed; state kept", event.event)
+                event.reply.put((500, f"the command failed: {exc}"))
+                return type(event.event).__name__
+            event.reply.put(self.engine.take_answer() or (202, "accepted"))
+            self.handled += 1
+            self._stale = True
+            self.execute(actions)
+            return type(event.event).__name__
+        try:
+            actions = self.engine.handle(event)
+        except Exception:
+            log.exception("event %r failed; state kept", event)
+            return type(event).__name__
+        self.handled += 1
+        self._stale = True
+        self.execute(actions)
+        return type(event).__name__
 
     # --- output -----------------------------------------------------------------------
 
@@ -341,9 +363,15 @@ class Scheduler:
     def persist(self) -> None:
         """Save what the engine changed (one SQLite transaction), after the batch's
         actions were carried out: a restart resumes from the last batch saved."""
-        if self.store is None:
+        if self.store is None and type(self.observer) is Observer:
             self.engine.forget_delta()
             return
         delta = self.engine.take_delta()
-        if delta:
+        if not delta:
+            return
+        try:
+            self.observer.changed(delta)
+        except Exception:  # noqa: BLE001 - a watcher's fault never stops the scheduler
+            log.exception("the scheduler's observer failed")
+        if self.store is not None:
             self.store.save_delta(delta)

@@ -34,6 +34,7 @@ class Connection:
 
     reporter: Any = None
     source: Any = None
+    store: Any = None   # its durable outbox (``drivers/outbox.OutboxStore``), if it has one
 
     def resolve_change(self, project: str, number: int, patchset: str | None) -> Any:
         """The :class:`~ccci_gate.core.model.Change` an operator means by ``enqueue

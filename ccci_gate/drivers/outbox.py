@@ -79,8 +79,12 @@ class OutboxStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA + self.extra_schema)
-        if "inflight" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "inflight" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0")
+        if "queued_at" not in columns:   # when the write was queued (time.time())
+            self._db.execute("ALTER TABLE outbox ADD COLUMN queued_at REAL NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE outbox SET queued_at = ?", (time.time(),))
         self._lock = threading.Lock()
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -101,8 +105,9 @@ class OutboxStore:
                         (key, time.time())).rowcount == 0:
                     self._db.execute("COMMIT")
                     return False
-                self._db.execute("INSERT INTO outbox (kind, repo, target, body) VALUES (?, ?, ?, ?)",
-                                 (kind, repo, target, json.dumps(body)))
+                self._db.execute("INSERT INTO outbox (kind, repo, target, body, queued_at) "
+                                 "VALUES (?, ?, ?, ?, ?)",
+                                 (kind, repo, target, json.dumps(body), time.time()))
                 self._db.execute("COMMIT")
                 return True
             except BaseException:
@@ -136,6 +141,11 @@ class OutboxStore:
 
     def pending(self) -> int:
         return self._run("SELECT COUNT(*) FROM outbox")[0][0]
+
+    def backlog(self) -> tuple[int, float | None]:
+        """How many writes wait, and when the oldest of them was queued (None: none)."""
+        count, oldest = self._run("SELECT COUNT(*), MIN(queued_at) FROM outbox")[0]
+        return count, oldest
 
     # --- seen events ---------------------------------------------------------------------
 

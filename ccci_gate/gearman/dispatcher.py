@@ -93,8 +93,12 @@ class GearmanDispatcher:
 
     def __init__(self, servers: list[tuple[str, int]], emit: Callable[[Event], None],
                  log_dir: Path, client_id: str = "ccci-gate", connect_timeout: float = 10.0,
-                 grace: float = GRACE, poll: float = POLL, tls: TlsFiles | None = None):
+                 grace: float = GRACE, poll: float = POLL, tls: TlsFiles | None = None,
+                 on_taken: Callable[[str, float], None] = lambda function, seconds: None):
         self.emit = emit
+        # (function, seconds from ``start`` to a worker taking the build), on gear's poll
+        # thread: it must return at once (``web/metrics.py`` observes a histogram)
+        self.on_taken = on_taken
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.connect_timeout = connect_timeout
@@ -386,6 +390,7 @@ class GearmanDispatcher:
         if "name" in message:
             name = str(message.get("name") or "")
             with self._lock:
+                first = build.state != RUNNING   # gearmand may hand a lost build on again
                 build.worker = name
                 build.state = RUNNING
                 # canceled, or already given up on (NOT_REGISTERED): it must not run
@@ -394,6 +399,8 @@ class GearmanDispatcher:
                 live = not build.canceled and not build.finished
             if stop:
                 self._ops.put(("stop", name, build.build_id))
+            if live and first:
+                self.on_taken(build.function, time.monotonic() - build.held_since)
             if live:
                 self.emit(BuildStarted(build.build_id, name, str(message.get("url") or "")))
         elif "log" in message:

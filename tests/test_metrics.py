@@ -1,0 +1,193 @@
+"""``GET /metrics`` of a real gatekeeper (embedded gear.Server, its local worker running
+shell jobs, SQLite, git) after a known workload, parsed with prometheus_client's own
+parser; the table in doc/operating.md lists exactly the metrics a scrape exposes."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from ccci_gate.drivers.outbox import OutboxStore
+from ccci_gate.web.metrics import METRICS, GateMetrics, metrics_table
+
+from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
+from test_gatekeeper_e2e import JOBS, PIPELINES, PROJECTS, SCRIPTS
+
+ROOT = Path(__file__).resolve().parents[1]
+# the check pipeline also reports to a Gitea that is down: its writes wait in the outbox
+GITEA_PIPELINES = PIPELINES.replace("log: {}", "log: {}\n      gitea: {}")
+
+
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    """Every sample of a scrape: {sample name: {sorted label items: value}}."""
+    resp = requests.get(url + "/metrics", timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def families(url: str) -> dict[str, str]:
+    """{metric name as documented: type} of a scrape (a counter's family name lacks
+    ``_total`` in the parser's view)."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    return {f.name + ("_total" if f.type == "counter" else ""): f.type
+            for f in text_string_to_metric_families(text)}
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def total(samples, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for key, v in samples.get(name, {}).items()
+               if set(labels.items()) <= set(key))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gatekeeper(tmp_path, monkeypatch):
+    repos = tmp_path / "repos"
+    make_repo(repos, "org/recipe", {1: {"README.md": "one\n"}, 2: {"fail-install": "x\n"},
+                                     3: {"README.md": "three\n"}})
+    layouts, jobs_dir = write_layout(tmp_path, GITEA_PIPELINES, PROJECTS, JOBS, SCRIPTS)
+    hold = tmp_path / "release"
+    jobs_yaml = jobs_dir / "jobs.yaml"
+    jobs_yaml.write_text(jobs_yaml.read_text().replace(
+        "run: scripts/install.sh\n",
+        f"run: scripts/install.sh\n    parameters:\n      HOLD_FILE: {hold}\n"))
+    # this host's warm root: one canonical whose restore failed (an open alert)
+    warm = tmp_path / "warm"
+    (warm / "hello" / "snapshots").mkdir(parents=True)
+    (warm / "hello" / "record.json").write_text(json.dumps(
+        {"recipe": "hello", "status": "broken", "why": "restore failed"}))
+    (warm / "hello" / "snapshots" / "data.tar").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("CCCI_WARM_ROOT", str(warm))
+    gitea = {"driver": "gitea", "url": f"http://127.0.0.1:{closed_port()}", "token": "t",
+             "webhook-secret": "s"}
+    gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, connections={"gitea": gitea})
+    gk.hold = hold
+    gk.shas = {n: git(repos / "org/recipe", "rev-parse", f"refs/pull/{n}/head") for n in (1, 2, 3)}
+    gk.warm_bytes = sum(p.stat().st_size for p in warm.rglob("*") if p.is_file())
+    yield gk
+    gk.stop()
+
+
+def _install_running(gk) -> bool:
+    return any(j["name"] == "install" and j["state"] == "RUNNING"
+               for p in gk.scheduler.status()["pipelines"] for q in p["queues"]
+               for i in q["items"] for j in i["jobs"])
+
+
+def test_metrics_of_a_known_run(gatekeeper):
+    gk, url = gatekeeper, gatekeeper.web_url
+    enqueue = {"pipeline": "check", "project": "org/recipe"}
+    assert admin(gk, "/admin/enqueue", {**enqueue, "change": 1,
+                                             "patchset": gk.shas[1]}).status_code == 202
+    wait_for(lambda: _install_running(gk), what="install of change 1 running (held)")
+    gk.scheduler.sync()
+    held = scrape(url)
+    assert value(held, "ccci_pipeline_queue_length", pipeline="check") == 1
+    assert value(held, "ccci_pipeline_paused", pipeline="check") == 0
+    assert value(held, "ccci_items_enqueued_total", pipeline="check") == 1
+    assert total(held, "ccci_items_finished_total") == 0
+    # build and publish ran; install runs (a worker took it), systest waits
+    assert total(held, "ccci_build_duration_seconds_count") == 2
+    assert total(held, "ccci_dispatch_latency_seconds_count") == 3
+    assert value(held, "ccci_dispatch_latency_seconds_count", function="build:install") == 1
+    assert "ccci_scheduler_event_queue_depth" in held
+
+    gk.hold.write_text("go")
+    for change in (2, 3):
+        assert admin(gk, "/admin/enqueue", {**enqueue, "change": change,
+                                                 "patchset": gk.shas[change]}).status_code == 202
+    items = finished(gk, 3)
+    assert sorted(i["result"] for i in items) == ["FAILURE", "SUCCESS", "SUCCESS"]
+    gk.scheduler.sync()
+    done = scrape(url)
+    assert value(done, "ccci_pipeline_queue_length", pipeline="check") == 0
+    assert value(done, "ccci_items_enqueued_total", pipeline="check") == 3
+    assert value(done, "ccci_items_finished_total", pipeline="check", result="SUCCESS") == 2
+    assert value(done, "ccci_items_finished_total", pipeline="check", result="FAILURE") == 1
+    # 4 builds for each passing change; the failing one skips systest (never dispatched)
+    ran = {job: total(done, "ccci_build_duration_seconds_count", job=job)
+           for job in ("build", "publish", "install", "systest")}
+    assert ran == {"build": 3, "publish": 3, "install": 3, "systest": 2}
+    assert value(done, "ccci_build_duration_seconds_count", job="install", result="FAILURE") == 1
+    assert value(done, "ccci_build_duration_seconds_bucket", job="install", result="FAILURE",
+                 le="+Inf") == 1
+    durations = [j["finished_at"] - j["started_at"] for i in items for j in i["jobs"]
+                 if j["started_at"] is not None]
+    assert len(durations) == 11
+    assert total(done, "ccci_build_duration_seconds_sum") == pytest.approx(sum(durations))
+    assert total(done, "ccci_dispatch_latency_seconds_count") == 11
+    assert value(done, "ccci_scheduler_event_seconds_count", event="EnqueueRequest") == 3
+    # each result arrives twice: WORK_COMPLETE and the worker's HTTP handoff (handoff.py)
+    assert value(done, "ccci_scheduler_event_seconds_count", event="BuildCompleted") == 22
+    assert value(done, "ccci_scheduler_event_queue_depth") == 0
+    # the pool: the gatekeeper's local worker, nothing waiting
+    # (the pool's snapshot is at most a poll and POOL_MAX_AGE old: wait for a quiet one)
+    pool = wait_for(lambda: total(s := scrape(url), "ccci_builds_waiting") == 0 and s, 10,
+                    "no build waiting")
+    assert "ccci_builds_waiting" in pool
+    assert value(pool, "ccci_gearman_servers_connected") == 1
+    assert value(pool, "ccci_gearman_workers") >= 1
+    assert value(pool, "ccci_gearman_functions_registered") >= 4
+    assert value(pool, "ccci_builds_waiting", state="held") == 0
+    assert value(pool, "ccci_builds_waiting", state="queued") == 0
+    # Gitea is down: every status and comment of the three items waits in the outbox
+    pending = value(pool, "ccci_outbox_pending_writes", connection="gitea")
+    assert pending >= 6, pool.get("ccci_outbox_pending_writes")
+    assert pending == gk.connections.items["gitea"].store.pending()
+    assert value(pool, "ccci_outbox_oldest_pending_seconds", connection="gitea") > 0
+    # the warm root, walked on its own thread
+    warm = wait_for(lambda: "ccci_warm_root_bytes" in (s := scrape(url)) and s, 10, "warm bytes")
+    assert value(warm, "ccci_warm_root_bytes") == gk.warm_bytes
+    assert value(warm, "ccci_alerts_open", kind="warm_broken") == 1
+
+
+def test_the_doc_lists_exactly_the_metrics_exposed(gatekeeper):
+    """doc/operating.md holds metrics_table() as printed, and a real scrape has each of
+    its metrics with the type it says — no more, no fewer."""
+    text = (ROOT / "doc" / "operating.md").read_text()
+    table = re.search(r"<!-- metrics table.*?-->\n(.*?)\n<!-- end metrics table -->", text, re.S)
+    assert table is not None, "doc/operating.md has no metrics table"
+    assert table.group(1) == metrics_table()
+    documented = {m.name: m.type for m in METRICS}
+    assert set(re.findall(r"^\| `(ccci_[a-z_]+)`", table.group(1), re.M)) == set(documented)
+    wait_for(lambda: "ccci_warm_root_bytes" in scrape(gatekeeper.web_url), 10, "warm bytes")
+    assert families(gatekeeper.web_url) == documented
+
+
+def test_two_gatekeepers_in_one_process_keep_their_own_registries():
+    one, two = GateMetrics(), GateMetrics()
+    one.handled("EnqueueRequest", 0.01)
+    assert one.registry.get_sample_value("ccci_scheduler_event_seconds_count",
+                                         {"event": "EnqueueRequest"}) == 1
+    assert two.registry.get_sample_value("ccci_scheduler_event_seconds_count",
+                                         {"event": "EnqueueRequest"}) is None
+
+
+def test_outbox_backlog_counts_waiting_writes_and_the_oldest(tmp_path):
+    store = OutboxStore(tmp_path / "outbox.sqlite")
+    assert store.backlog() == (0, None)
+    store.push("status", "org/a", "sha1", {"state": "pending"})
+    store.push("comment", "org/a", "1/check", {"body": "x"})
+    count, oldest = store.backlog()
+    assert count == 2 and oldest is not None
+    store.sent(store.head().id)
+    assert store.backlog()[0] == 1
