@@ -80,11 +80,12 @@ METRICS = (
     MetricDoc("ccci_gearman_servers_connected", "gauge", (),
               "Gearman servers the dispatcher is connected to"),
     MetricDoc("ccci_gearman_workers", "gauge", (),
-              "worker connections with at least one function, over all servers"),
+              "workers that registered at least one build function (`build:<job>[:<label>]`), "
+              "counted on each server"),
     MetricDoc("ccci_gearman_functions_registered", "gauge", (),
-              "functions at least one worker registered"),
+              "build functions at least one worker registered"),
     MetricDoc("ccci_gearman_function_workers", "gauge", ("function",),
-              "workers that registered the function"),
+              "workers that registered the build function"),
     MetricDoc("ccci_outbox_pending_writes", "gauge", ("connection",),
               "writes to a forge (statuses, comments, reviews) waiting in the "
               "connection's durable outbox"),
@@ -235,19 +236,20 @@ class _Levels:
     def _pool(self) -> Iterator[Metric]:
         taken = self.pool.get(POOL_MAX_AGE)
         pool = taken.value if taken is not None else {}
-        functions = pool.get("functions") or {}
-        builds = {name: f for name, f in functions.items() if name.startswith("build:")}
+        builds = {name: f for name, f in (pool.get("functions") or {}).items()
+                  if name.startswith("build:")}
         known = "servers" in pool   # nothing known before the pool's first answer
         yield _gauge("ccci_builds_waiting", [
             (("held",), pool.get("held", 0)),
             (("queued",), sum(f.get("queued", 0) for f in builds.values()))] if known else [])
         one = (lambda value: [((), value)]) if known else (lambda value: [])
         yield _gauge("ccci_gearman_servers_connected", one(len(pool.get("servers", ()))))
-        yield _gauge("ccci_gearman_workers", one(len(pool.get("workers", ()))))
+        yield _gauge("ccci_gearman_workers", one(sum(
+            1 for w in pool.get("workers", ()) if any(f.startswith("build:") for f in w["functions"]))))
         yield _gauge("ccci_gearman_functions_registered",
-                     one(sum(1 for f in functions.values() if f.get("workers", 0) >= 1)))
+                     one(sum(1 for f in builds.values() if f.get("workers", 0) >= 1)))
         yield _gauge("ccci_gearman_function_workers",
-                     [((name,), f.get("workers", 0)) for name, f in sorted(functions.items())])
+                     [((name,), f.get("workers", 0)) for name, f in sorted(builds.items())])
 
     def _outboxes(self) -> Iterator[Metric]:
         pending, oldest = [], []
