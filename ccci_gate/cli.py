@@ -3,7 +3,7 @@
 - ``serve``: run the gatekeeper (embedded Gearman server, SQLite, HTTP, a local worker)
 - ``worker``: join a worker host to the pool (``--gearman HOST:PORT``)
 - ``enqueue`` / ``dequeue`` / ``promote`` / ``retrigger`` / ``pause`` / ``resume`` /
-  ``reconfigure`` / ``status``: talk to a running gatekeeper
+  ``reconfigure``: talk to a running gatekeeper; ``status`` (``commands/status.py``)
 - ``validate``: check layouts and jobs, print every error with file and line
 """
 from __future__ import annotations
@@ -24,7 +24,9 @@ import requests
 from .gearman.protocol import tune_threads
 
 # modules under ccci_gate/commands/ that add subcommands (each has register(sub))
-COMMAND_MODULES: list[Any] = []
+from .commands import status as _status_command
+
+COMMAND_MODULES: list[Any] = [_status_command]
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -152,10 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notify-push", help="tell the gatekeeper a git project was pushed to "
                                            "(for a post-receive hook)")
     p.add_argument("--project", required=True)
-    _add_client_args(p)
-
-    p = sub.add_parser("status", help="show pipelines, items and builds")
-    p.add_argument("--json", action="store_true", help="raw status.json")
     _add_client_args(p)
 
     p = sub.add_parser("validate", help="check layout files; exit 1 if invalid")
@@ -403,75 +401,6 @@ def cmd_notify_push(args: argparse.Namespace) -> int:
     return _post(args, "/admin/notify-push", {"project": args.project})
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        resp = requests.get(args.url.rstrip("/") + "/status.json", timeout=30)
-        data = resp.json()
-    except (requests.RequestException, ValueError) as exc:
-        print(f"ccci-gate: cannot read status from {args.url}: {exc}", file=sys.stderr)
-        return 2
-    if resp.status_code >= 400:   # e.g. 503 while a starting scheduler has not answered
-        print(f"ccci-gate: {args.url}: {data.get('error', resp.reason)}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(data, indent=1, sort_keys=True))
-        return 0
-    print(format_status(data))
-    return 0
-
-
-def format_status(data: dict[str, Any]) -> str:
-    """Human-readable status: pipelines, queues, items with their builds, the pool."""
-    lines: list[str] = []
-    for pipeline in data.get("pipelines", []):
-        paused = " (paused)" if pipeline.get("paused") else ""
-        lines.append(f"{pipeline['name']} [{pipeline['manager']}]{paused}")
-        for queue in pipeline.get("queues", []):
-            window = f" window {queue['window']}" if queue.get("window") else ""
-            lines.append(f"  queue {queue['name']}{window}")
-            for item in queue["items"]:
-                prog = item["progress"]
-                lines.append(f"    {item['change']['id']}  {item['state']}  "
-                             f"{prog['done']}/{prog['total']} jobs  "
-                             f"{item['result'] or ''} {item['failing_reason']}".rstrip())
-                for job in item["jobs"]:
-                    lines.append(f"      {job['name']:<16} {job['result'] or job['state']:<14} "
-                                 f"{job.get('worker') or ''} {job.get('log_url') or ''}".rstrip())
-    recent = data.get("recent") or []
-    if recent:
-        lines.append("recently finished")
-        for row in recent:
-            lines.append(f"  {_describe(row):<40} {row.get('pipeline', ''):<10} "
-                         f"{row.get('result') or row.get('state') or '':<14} {_ago(data, row):>8}  "
-                         f"{row.get('status_url', '')}".rstrip())
-    pool = data.get("pool") or {}
-    if pool.get("functions"):
-        lines.append("pool")
-        for name, f in sorted(pool["functions"].items()):
-            lines.append(f"  {name:<32} workers {f.get('workers', 0)}  queued {f.get('queued', 0)}"
-                         f"  running {f.get('running', 0)}")
-    return "\n".join(lines) or "no pipelines"
-
-
-def _describe(row: dict[str, Any]) -> str:
-    """A finished item as ``Change.describe()`` words it."""
-    if row.get("change_number") is not None:
-        return f"{row.get('project')}#{row['change_number']}" + (
-            f",{row['patchset']}" if row.get("patchset") else "")
-    return f"{row.get('project')}@{row.get('ref')}"
-
-
-def _ago(data: dict[str, Any], row: dict[str, Any]) -> str:
-    try:
-        seconds = max(0, int(float(data["time"]) - float(row["finished_at"])))
-    except (KeyError, TypeError, ValueError):
-        return ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config.loader import validate_main
     return validate_main([str(p) for p in args.paths])
@@ -480,7 +409,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "janitor": cmd_janitor, "warm": cmd_warm,
     "notify-push": cmd_notify_push, "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
-    "reconfigure": cmd_reconfigure, "status": cmd_status, "validate": cmd_validate,
+    "reconfigure": cmd_reconfigure, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,
 }
 
