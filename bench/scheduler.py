@@ -6,6 +6,8 @@ once) → BuildCompleted → report → SQLite. Printed side by side from the sa
 
 - ``no store``: persistence off (the baseline: what SQLite costs)
 - ``store``: persistence on (SQLite WAL file), merger answering at once
+- ``store + metrics``: persistence on, and ``/metrics``' observers (``web/metrics.py``:
+  event times, items and builds counted from each batch, dispatch latency)
 - ``store + git merger``: also the real git merger building a speculative ref per item
   (a merge of the change onto the tip, in a bare mirror) — the merger's own cost
 
@@ -31,6 +33,7 @@ from ccci_gate.gearman.worker import GearmanWorker
 from ccci_gate.merger import GitMerger
 from ccci_gate.scheduler import Scheduler
 from ccci_gate.store import Store
+from ccci_gate.web.metrics import GateMetrics
 
 LAYOUT = Layout(
     pipelines={"check": PipelineConfig("check", triggers={"admin": ()},
@@ -85,21 +88,25 @@ def upstream_repo(root: Path, items: int) -> Path:
     return repo
 
 
-def run(items: int, workers: int, persist: bool, git_merger: bool, tmp: Path) -> tuple[float, dict]:
+def run(items: int, workers: int, persist: bool, git_merger: bool, tmp: Path,
+        metrics: bool = False) -> tuple[float, dict]:
     server = EmbeddedServer("127.0.0.1", 0)
     servers = [("127.0.0.1", server.port)]
     counter = Counter(items)
     store = Store(tmp / f"state-{persist}-{git_merger}.sqlite") if persist else None
     holder: dict = {}
     emit = lambda event: holder["scheduler"].put(event)  # noqa: E731
-    dispatcher = GearmanDispatcher(servers, emit, tmp / "logs")
+    observer = GateMetrics() if metrics else None
+    dispatcher = GearmanDispatcher(servers, emit, tmp / "logs",
+                                   **({"on_taken": observer.taken} if observer else {}))
     if git_merger:
         upstream_repo(tmp / "g", items)
         merger = GitMerger(tmp / "g" / "merger", lambda p: str(tmp / "g" / "up" / p), emit, "")
     else:
         merger = InstantMerger()
         merger.put = emit
-    scheduler = Scheduler(Engine(LAYOUT), merger, dispatcher, store, reporters={"count": counter})
+    scheduler = Scheduler(Engine(LAYOUT), merger, dispatcher, store, reporters={"count": counter},
+                          observer=observer)
     holder["scheduler"] = scheduler
     stop = threading.Event()
     ws = []
@@ -148,10 +155,13 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, persist, git, count in (("no store", False, False, args.items),
-                                          ("store", True, False, args.items),
-                                          ("store + git merger", True, True, args.git_items)):
-            elapsed, results = run(count, args.workers, persist, git, Path(tmp) / name.replace(" ", ""))
+        for name, persist, git, metrics, count in (
+                ("no store", False, False, False, args.items),
+                ("store", True, False, False, args.items),
+                ("store + metrics", True, False, True, args.items),
+                ("store + git merger", True, True, False, args.git_items)):
+            elapsed, results = run(count, args.workers, persist, git, Path(tmp) / name.replace(" ", ""),
+                                   metrics)
             rows.append((name, count, count / elapsed, results))
     base = rows[0][2]
     print(f"one-job no-op pipeline, {args.workers} worker threads, embedded Gearman server")
