@@ -226,3 +226,29 @@ def test_a_build_no_worker_can_take_is_held_and_a_dequeued_item_counts_as_dequeu
                  "the canceled build no longer held")
     finally:
         gk.stop()
+
+
+def test_a_restarted_gatekeeper_counts_only_what_happens_after_its_start(gatekeeper, tmp_path):
+    """Counters start at zero with each process: an item restored from the store is not
+    enqueued again, and builds that ended before the restart are not counted again."""
+    gk = gatekeeper
+    assert admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/recipe",
+                                        "change": 1, "patchset": gk.shas[1]}).status_code == 202
+    wait_for(lambda: _install_running(gk), what="install of change 1 running (held)")
+    gk.stop()
+    gk.hold.write_text("go")
+    again = start_gatekeeper(tmp_path, tmp_path / "layouts", tmp_path / "jobs", tmp_path / "repos",
+                             connections={"gitea": gk.settings.connections["gitea"]})
+    try:
+        [item] = finished(again, 1, timeout=90)
+        assert item["result"] == "SUCCESS"
+        again.scheduler.sync()
+        samples = scrape(again.web_url)
+        assert value(samples, "ccci_items_enqueued_total", pipeline="check") == 0
+        assert value(samples, "ccci_items_finished_total", pipeline="check", result="SUCCESS") == 1
+        # build and publish ended before the restart; install (again) and systest after
+        assert {k: v for k, v in samples["ccci_build_duration_seconds_count"].items() if v} == {
+            (("job", "install"), ("result", "SUCCESS")): 1,
+            (("job", "systest"), ("result", "SUCCESS")): 1}
+    finally:
+        again.stop()
