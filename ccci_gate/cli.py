@@ -1,7 +1,8 @@
 """``ccci-gate``: the command line.
 
 - ``serve``: run the gatekeeper (embedded Gearman server, SQLite, HTTP, a local worker)
-- ``worker``: join a worker host to the pool (``--gearman HOST:PORT``)
+- ``worker``: join a worker host to the pool (``--gearman HOST:PORT``); ``tls``: the
+  pool's certificates (``commands/tls.py``)
 - ``enqueue`` / ``dequeue`` / ``promote`` / ``retrigger`` / ``pause`` / ``resume`` /
   ``reconfigure``: talk to a running gatekeeper; ``status`` (``commands/status.py``)
 - ``validate``: check layouts and jobs, print every error with file and line
@@ -24,9 +25,9 @@ import requests
 from .gearman.protocol import tune_threads
 
 # modules under ccci_gate/commands/ that add subcommands (each has register(sub))
-from .commands import status as _status_command
+from .commands import status as _status_command, tls as _tls_command
 
-COMMAND_MODULES: list[Any] = [_status_command]
+COMMAND_MODULES: list[Any] = [_status_command, _tls_command]
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -75,19 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-builds", type=int, default=1, help="builds at once (default: 1)")
     p.add_argument("--tls-dir", type=Path, metavar="DIR",
                    help="Gearman over TLS: DIR holds worker.key, worker.crt and ca.crt")
-
-    p = sub.add_parser("tls", help="the worker pool's certificates (see workers/README.md)")
-    tls = p.add_subparsers(dest="tls_command", required=True)
-    q = tls.add_parser("init", help="on the gatekeeper: make the pool's CA and its own certificate")
-    q.add_argument("dir", type=Path, nargs="?", default=Path("state/tls"))
-    q = tls.add_parser("request", help="on a worker host: make its key and signing request")
-    q.add_argument("--name", default=socket.gethostname(), help="worker name (default: hostname)")
-    q.add_argument("dir", type=Path, nargs="?", default=Path("tls"))
-    q = tls.add_parser("sign", help="on the gatekeeper: sign a worker's request")
-    q.add_argument("csr", type=Path, help="the worker's worker.csr")
-    q.add_argument("--dir", type=Path, default=Path("state/tls"), help="the CA's folder")
-    q.add_argument("--name", help="worker name to grant (default: the one requested)")
-    q.add_argument("--out", type=Path, help="where to write the certificate (default: stdout)")
 
     p = sub.add_parser("janitor", help="remove the Docker Swarm apps of runs whose worker died")
     p.add_argument("--state", type=Path, default=None,
@@ -245,32 +233,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tls(args: argparse.Namespace) -> int:
-    from . import pki
-    try:
-        if args.tls_command == "init":
-            files = pki.init(args.dir)
-            print(f"CA {files.ca}; gatekeeper key {files.key} and certificate {files.cert}\n"
-                  f"serve with: ccci-gate serve --gearman-tls-dir {args.dir}")
-        elif args.tls_command == "request":
-            args.dir.mkdir(parents=True, exist_ok=True)
-            csr = pki.request(args.name, args.dir)
-            print(f"key {args.dir / 'worker.key'} (keep it here); signing request {csr}\n"
-                  f"on the gatekeeper: ccci-gate tls sign worker.csr --out worker.crt; then put "
-                  f"worker.crt and the gatekeeper's ca.crt in {args.dir}")
-        else:
-            cert = pki.sign(args.csr.read_bytes(), args.dir, args.name)
-            if args.out:
-                args.out.write_bytes(cert)
-                print(f"signed: {args.out}; give it to the worker with {args.dir / 'ca.crt'}")
-            else:
-                sys.stdout.write(cert.decode())
-    except (pki.PkiError, OSError) as exc:
-        print(f"ccci-gate tls: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def janitor_pass(state: Path | None, quiet: bool = False) -> int:
     """One janitor pass over this host's run leases; returns how many stacks it removed."""
     from .swarm.host import Host
@@ -408,7 +370,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "janitor": cmd_janitor, "warm": cmd_warm,
-    "notify-push": cmd_notify_push, "serve": cmd_serve, "worker": cmd_worker, "tls": cmd_tls, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
+    "notify-push": cmd_notify_push, "serve": cmd_serve, "worker": cmd_worker, "enqueue": cmd_enqueue, "dequeue": cmd_dequeue,
     "reconfigure": cmd_reconfigure, "validate": cmd_validate,
     "promote": cmd_promote, "retrigger": cmd_retrigger, "pause": cmd_pause, "resume": cmd_pause,
 }
