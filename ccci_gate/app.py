@@ -34,6 +34,7 @@ from .drivers.timer import TimerDriver
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.metrics import GateMetrics
+from .web.statsd import Statsd
 from .web.routes import Router
 from .web.server import ListenerError, WebServer
 from .worker.daemon import WorkerDaemon
@@ -91,7 +92,7 @@ class Gatekeeper:
         self.web_url = web_url
         self.engine, self.restored = self._restore(f"{web_url}/git", web_url)
         self.scheduler_ref: Scheduler | None = None
-        self.metrics = GateMetrics()
+        self.metrics = GateMetrics(Statsd(*settings.statsd) if settings.statsd else None)
         self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls,
                                             grace=settings.gearman_grace,
                                             on_taken=self.metrics.taken)

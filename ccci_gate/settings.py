@@ -55,6 +55,7 @@ SCHEMA = v.Schema({
         v.Optional("max-builds", default=1): v.All(int, v.Range(min=1)),
     },
     v.Optional("connections", default={}): {str: {v.Required("driver"): str, v.Extra: object}},
+    v.Optional("statsd-host", default=""): str,
 }, extra=v.PREVENT_EXTRA)
 
 
@@ -79,6 +80,7 @@ class Settings:
     worker_labels: list[str] = field(default_factory=list)
     worker_max_builds: int = 1
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statsd: HostPort | None = None   # where counters and timers go too (web/statsd.py)
 
     @property
     def embedded_gearman(self) -> bool:
@@ -143,4 +145,5 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         worker_labels=list(worker["labels"]),
         worker_max_builds=worker["max-builds"],
         connections=dict(data["connections"]),
+        statsd=parse_hostport(data["statsd-host"], 8125) if data["statsd-host"] else None,
     )

@@ -252,3 +252,49 @@ def test_a_restarted_gatekeeper_counts_only_what_happens_after_its_start(gatekee
             (("job", "systest"), ("result", "SUCCESS")): 1}
     finally:
         again.stop()
+
+
+def test_statsd_gets_the_counters_and_timers_as_they_happen(tmp_path):
+    """With statsd-host set, a real run sends Zuul-style datagrams to a UDP socket."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.2)
+    repos = tmp_path / "repos"
+    make_repo(repos, "org/recipe", {1: {"README.md": "one\n"}})
+    layouts, jobs_dir = write_layout(tmp_path, PIPELINES, PROJECTS, JOBS, SCRIPTS)
+    gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos,
+                          **{"statsd-host": f"127.0.0.1:{receiver.getsockname()[1]}"})
+    try:
+        assert admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/recipe",
+                                            "change": 1}).status_code == 202
+        finished(gk, 1)
+        gk.scheduler.sync()
+        lines: list[str] = []
+        while True:
+            try:
+                lines.append(receiver.recv(65536).decode())
+            except socket.timeout:
+                break
+    finally:
+        gk.stop()
+        receiver.close()
+    names = {line.split(":", 1)[0]: line.rsplit("|", 1)[1] for line in lines}
+    assert names["ccci.pipeline.check.enqueued"] == "c"
+    assert names["ccci.pipeline.check.finished.SUCCESS"] == "c"
+    for job in ("build", "publish", "install", "systest"):
+        assert names[f"ccci.job.{job}.SUCCESS"] == "ms"
+        assert names[f"ccci.dispatch.build_{job}"] == "ms"
+    assert names["ccci.scheduler.event.EnqueueRequest"] == "ms"
+    assert names["ccci.scheduler.event.BuildCompleted"] == "ms"
+    assert len([x for x in lines if x.startswith("ccci.job.")]) == 4
+    assert all(re.fullmatch(r"ccci\.[A-Za-z0-9_.-]+:[0-9.]+\|(c|ms)", x) for x in lines), lines
+
+
+def test_statsd_that_is_down_or_unknown_costs_nothing_or_says_why():
+    from ccci_gate.web.statsd import Statsd
+    down = Statsd("127.0.0.1", closed_port())
+    for _ in range(3):   # ICMP refusals come back as errors on later sends: swallowed
+        down.incr("pipeline", "check", "enqueued")
+    down.close()
+    with pytest.raises(OSError, match="statsd-host no-such-host.invalid:8125"):
+        Statsd("no-such-host.invalid")

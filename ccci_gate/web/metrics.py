@@ -17,6 +17,9 @@ Two kinds of metric:
   (walked on a background thread at most every ``WARM_MAX_AGE`` seconds). A scrape
   never takes the scheduler's lock nor waits on a Gearman server.
 
+With a :class:`~ccci_gate.web.statsd.Statsd` (the ``statsd-host`` setting), every
+observation is also sent to statsd as a counter or a timer.
+
 :data:`METRICS` lists every metric (name, type, labels, meaning); ``doc/operating.md``
 holds the table :func:`metrics_table` prints (``python3 -m ccci_gate.web.metrics``), and
 ``tests/test_metrics.py`` keeps the table, this list and a real scrape the same.
@@ -35,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from ..scheduler import Observer
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
+from .statsd import Statsd
 
 WARM_MAX_AGE = 60.0     # seconds: the warm root is walked at most this often
 POOL_MAX_AGE = 2.0      # as the status API (web/api.py): the pool's snapshot is shared
@@ -120,8 +124,9 @@ class GateMetrics(Observer):
     """The gatekeeper's metrics: the observers the scheduler (a ``scheduler.Observer``)
     and the dispatcher call, and the collector :meth:`watch` registers."""
 
-    def __init__(self) -> None:
+    def __init__(self, statsd: Statsd | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.statsd = statsd     # the same observations sent to statsd too (web/statsd.py)
         self.enqueued = self._make(Counter, "ccci_items_enqueued_total")
         self.finished = self._make(Counter, "ccci_items_finished_total")
         self.durations = self._make(Histogram, "ccci_build_duration_seconds",
@@ -141,6 +146,8 @@ class GateMetrics(Observer):
 
     def handled(self, kind: str, seconds: float) -> None:
         self.events.labels(kind).observe(seconds)
+        if self.statsd is not None:
+            self.statsd.timing(seconds, "scheduler", "event", kind)
 
     def changed(self, delta: Any) -> None:
         """Count the items a batch enqueued and finished and the builds that ended, from
@@ -150,20 +157,26 @@ class GateMetrics(Observer):
         for summary in delta.finished:
             self._item(summary)
             self._live.pop(summary["item_id"], None)
-            self.finished.labels(summary["pipeline"],
-                                 summary.get("result") or summary.get("state") or "").inc()
+            result = summary.get("result") or summary.get("state") or ""
+            self.finished.labels(summary["pipeline"], result).inc()
+            if self.statsd is not None:
+                self.statsd.incr("pipeline", summary["pipeline"], "finished", result)
 
     def _item(self, summary: Mapping[str, Any]) -> None:
         seen = self._live.get(summary["item_id"])
         if seen is None:
             seen = self._live[summary["item_id"]] = set()
             self.enqueued.labels(summary["pipeline"]).inc()
+            if self.statsd is not None:
+                self.statsd.incr("pipeline", summary["pipeline"], "enqueued")
         for job in summary.get("jobs", ()):
             if job.get("id") in seen or not _ran(job):
                 continue
             seen.add(job["id"])
-            self.durations.labels(job["name"], job["result"]).observe(
-                job["finished_at"] - job["started_at"])
+            seconds = job["finished_at"] - job["started_at"]
+            self.durations.labels(job["name"], job["result"]).observe(seconds)
+            if self.statsd is not None:
+                self.statsd.timing(seconds, "job", job["name"], job["result"])
 
     def known(self, items: Mapping[str, Mapping[str, Any]]) -> None:
         """Items a restarted gatekeeper restored (and their ended builds): not counted
@@ -173,6 +186,8 @@ class GateMetrics(Observer):
 
     def taken(self, function: str, seconds: float) -> None:
         self.latency.labels(function).observe(seconds)
+        if self.statsd is not None:
+            self.statsd.timing(seconds, "dispatch", function)
 
     # --- collected at scrape time ---------------------------------------------------------
 
