@@ -191,6 +191,30 @@ def test_outbox_backlog_counts_waiting_writes_and_the_oldest(tmp_path):
     assert count == 2 and oldest is not None
     store.sent(store.head().id)
     assert store.backlog()[0] == 1
+    store.close()
+
+
+def test_an_outbox_from_before_queued_at_counts_its_writes_as_queued_when_opened(tmp_path):
+    """A store written before the outbox kept ``queued_at``: its waiting writes count as
+    queued when the gatekeeper opened it (not in 1970)."""
+    import sqlite3
+    import time
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(str(path))
+    db.executescript("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
+                     "NULL, repo TEXT NOT NULL, target TEXT NOT NULL, body TEXT NOT NULL, "
+                     "attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0, "
+                     "last_error TEXT NOT NULL DEFAULT '');"
+                     "INSERT INTO outbox (kind, repo, target, body) VALUES ('status', 'org/a', "
+                     "'sha1', '{}');")
+    db.commit()
+    db.close()
+    before = time.time()
+    store = OutboxStore(path)
+    count, oldest = store.backlog()
+    assert count == 1 and before <= oldest <= time.time()
+    assert store.head().kind == "status"
+    store.close()
 
 
 def test_a_build_no_worker_can_take_is_held_and_a_dequeued_item_counts_as_dequeued(tmp_path):
