@@ -36,12 +36,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..scheduler import Observer
+from .api import POOL_MAX_AGE   # the pool's snapshot is the status API's own
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
 from .statsd import Statsd
 
 WARM_MAX_AGE = 60.0     # seconds: the warm root is walked at most this often
-POOL_MAX_AGE = 2.0      # as the status API (web/api.py): the pool's snapshot is shared
 BUILD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf"))
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf"))
 EVENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
