@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ccci_gate.drivers.outbox import OutboxStore
 from ccci_gate.web.metrics import METRICS, GateMetrics, metrics_table
+from ccci_gate.web.statsd import Statsd
 
-from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
+from e2e_helpers import (admin, finished, free_port, git, make_repo, start_gatekeeper,
+                         wait_for, write_layout)
 from test_gatekeeper_e2e import JOBS, PIPELINES, PROJECTS, SCRIPTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +57,6 @@ def total(samples, name: str, **labels: str) -> float:
                if set(labels.items()) <= set(key))
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gatekeeper(tmp_path, monkeypatch):
     repos = tmp_path / "repos"
@@ -77,7 +75,7 @@ def gatekeeper(tmp_path, monkeypatch):
         {"recipe": "hello", "status": "broken", "why": "restore failed"}))
     (warm / "hello" / "snapshots" / "data.tar").write_bytes(b"x" * 1000)
     monkeypatch.setenv("CCCI_WARM_ROOT", str(warm))
-    gitea = {"driver": "gitea", "url": f"http://127.0.0.1:{closed_port()}", "token": "t",
+    gitea = {"driver": "gitea", "url": f"http://127.0.0.1:{free_port()}", "token": "t",
              "webhook-secret": "s"}
     gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, connections={"gitea": gitea})
     gk.hold = hold
@@ -197,8 +195,6 @@ def test_outbox_backlog_counts_waiting_writes_and_the_oldest(tmp_path):
 def test_an_outbox_from_before_queued_at_counts_its_writes_as_queued_when_opened(tmp_path):
     """A store written before the outbox kept ``queued_at``: its waiting writes count as
     queued when the gatekeeper opened it (not in 1970)."""
-    import sqlite3
-    import time
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(str(path))
     db.executescript("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
@@ -315,8 +311,7 @@ def test_statsd_gets_the_counters_and_timers_as_they_happen(tmp_path):
 
 
 def test_statsd_that_is_down_or_unknown_costs_nothing_or_says_why():
-    from ccci_gate.web.statsd import Statsd
-    down = Statsd("127.0.0.1", closed_port())
+    down = Statsd("127.0.0.1", free_port())
     for _ in range(3):   # ICMP refusals come back as errors on later sends: swallowed
         down.incr("pipeline", "check", "enqueued")
     down.close()
