@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from ccci_gate.core.events import Event
 from ccci_gate.drivers.outbox import OutboxStore
 from ccci_gate.web.metrics import METRICS, GateMetrics, metrics_table
 from ccci_gate.web.statsd import Statsd
@@ -317,3 +319,25 @@ def test_statsd_that_is_down_or_unknown_costs_nothing_or_says_why():
     down.close()
     with pytest.raises(OSError, match="statsd-host no-such-host.invalid:8125"):
         Statsd("no-such-host.invalid")
+
+
+def test_a_scrape_answers_while_the_scheduler_is_busy_and_shows_its_backlog(gatekeeper):
+    """The scheduler thread is held in a 3 s step; five events wait behind it. A scrape
+    reads the published snapshot, so it answers at once and counts the five."""
+    busy = threading.Event()
+    blocker = threading.Thread(target=gatekeeper.scheduler.call,
+                               args=(lambda engine: busy.set() or time.sleep(3),), daemon=True)
+    blocker.start()
+    assert busy.wait(10)
+    for _ in range(5):
+        gatekeeper.scheduler.put(Event())   # an event the engine notes and ignores
+    started = time.monotonic()
+    samples = scrape(gatekeeper.web_url)
+    assert time.monotonic() - started < 1.5
+    assert value(samples, "ccci_scheduler_event_queue_depth") == 5
+    assert value(samples, "ccci_pipeline_queue_length", pipeline="check") == 0
+    blocker.join(10)
+    gatekeeper.scheduler.sync()
+    after = scrape(gatekeeper.web_url)
+    assert value(after, "ccci_scheduler_event_queue_depth") == 0
+    assert value(after, "ccci_scheduler_event_seconds_count", event="Event") == 5
