@@ -24,6 +24,13 @@ check [independent]
     lint     RUNNING  5.5s                              w2  http://gk:8001/logs/b3
     systest  WAITING
 gate [dependent] (paused)
+  queue shared  window 20
+  CHANGE  PROJECT     AGE     STATE     JOBS  RESULT
+  #8      org/recipe  10m00s  COMPLETE  1/1   FAILURE systest failed
+    systest  FAILURE  53m20s  w2  http://gk:8001/logs/g1b
+  #3      org/app     10s     WAITING   0/1                           (on org/recipe#8)
+    systest  WAITING
+post [supercedent]
   no items
 recently finished
   org/recipe#6             check  FAILURE  5m00s ago  http://gk:8001/items/c1
@@ -40,14 +47,16 @@ def canned() -> dict:
 
 def test_a_canned_status_reads_as_this_table():
     # install ran 60 s of its 240 s estimate; lint has no estimate (elapsed only); ages
-    # and elapsed times count from the status' own clock ("now"), not the reader's
+    # and elapsed times count from the status' own clock ("now"), not the reader's; the
+    # gate's shared queue shows its window, and #3 says it is tested on top of #8
     assert format_status(canned()) == EXPECTED
 
 
 def test_lines_fit_the_width_losing_their_links_first():
     text = format_status(canned(), 60)
     assert all(len(line) <= 60 for line in text.splitlines()), text
-    assert "http://" not in text
+    assert "http://gk:8001/logs/b1" not in text and "http://gk:8001/items/c1" not in text
+    assert "    systest  FAILURE  53m20s  w2  http://gk:8001/logs/g1b" in text   # it fits
     assert "    install  RUNNING  1m00s of ~4m00s [##--------] 25%  w1" in text.splitlines()
     assert text.splitlines()[-4].endswith("…")   # the pool line, cut
     assert format_status(canned(), 0) == EXPECTED

@@ -1,7 +1,8 @@
 """``ccci-gate status``: a running gatekeeper's ``/status.json`` as a table people read.
 
 Pipelines (``(paused)`` marked) and their items (change, project, age, state, jobs done,
-result), each item's builds with their state and **progress**: for a running build the
+result; in a queue shared by several items or with a window, under the queue's name and
+window, each item saying which it is tested on), each item's builds with their state and **progress**: for a running build the
 time it has run, and, when the status gives the job's ``estimate`` (seconds, from its
 recent successful runs), that estimate, a bar and a percentage; then the recently
 finished items with their result and page, then the worker pool. ``--json`` prints the
@@ -67,17 +68,19 @@ def format_status(data: Mapping[str, Any], width: int = 0) -> str:
             lines.append("  no items")
             continue
         rows: list[list[str]] = [["CHANGE", "PROJECT", "AGE", "STATE", "JOBS", "RESULT"]]
-        details: list[list[list[str]]] = []
-        for queue, item in items:
-            rows.append(_item_row(item, now))
-            details.append([_build_row(job, now) for job in item["jobs"]])
+        rows += [_item_row(item, now) for _, item in items]
         header, *item_lines = _align(rows)
-        lines.append("  " + header)
-        job_lines = _align([r for d in details for r in d])
-        for (queue, item), text, jobs in zip(items, item_lines, details):
-            ahead = f"  (on {', '.join(item['items_ahead'])})" if item.get("items_ahead") else ""
-            lines.append("  " + text + ahead)
-            lines += ["    " + job_lines.pop(0) for _ in jobs]
+        job_lines = _align([_build_row(job, now) for _, item in items for job in item["jobs"]])
+        shown = None
+        for (queue, item), text in zip(items, item_lines):
+            if queue is not shown and (queue.get("window") or len(queue["items"]) > 1):
+                lines.append(f"  queue {queue['name']}"
+                             + (f"  window {queue['window']}" if queue.get("window") else ""))
+            if shown is None:
+                lines.append("  " + header)
+            shown = queue
+            lines.append("  " + text)
+            lines += ["    " + job_lines.pop(0) for _ in item["jobs"]]
     recent = data.get("recent") or []
     if recent:
         lines.append("recently finished")
@@ -96,9 +99,11 @@ def _item_row(item: Mapping[str, Any], now: float | None) -> list[str]:
         name = change.get("ref") or change.get("id", "")
     prog = item.get("progress") or {}
     why = item.get("failing_reason") or ""
+    ahead = item.get("items_ahead") or []
     return [name, change.get("project", ""), _since(now, item.get("enqueued_at")),
             item["state"], f"{prog.get('done', 0)}/{prog.get('total', 0)}",
-            " ".join(x for x in (item.get("result") or "", why) if x)]
+            " ".join(x for x in (item.get("result") or "", why) if x),
+            f"(on {', '.join(ahead)})" if ahead else ""]
 
 
 def _build_row(job: Mapping[str, Any], now: float | None) -> list[str]:
