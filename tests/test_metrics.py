@@ -171,6 +171,11 @@ def test_the_doc_lists_exactly_the_metrics_exposed(gatekeeper):
     assert set(re.findall(r"^\| `(ccci_[a-z_]+)`", table.group(1), re.M)) == set(documented)
     wait_for(lambda: "ccci_warm_root_bytes" in scrape(gatekeeper.web_url), 10, "warm bytes")
     assert families(gatekeeper.web_url) == documented
+    # OpenMetrics for a scraper that asks for it (Prometheus does)
+    resp = requests.get(gatekeeper.web_url + "/metrics", timeout=10,
+                        headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert resp.text.endswith("# EOF\n")
 
 
 def test_two_gatekeepers_in_one_process_keep_their_own_registries():

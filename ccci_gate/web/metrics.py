@@ -99,7 +99,8 @@ METRICS = (
               "open alerts: `warm_broken`, canonicals of this host's warm root whose "
               "restore failed (see doc/warm.md)"),
     MetricDoc("ccci_warm_root_bytes", "gauge", (),
-              "bytes under this host's warm root (CCCI_WARM_ROOT), measured at most every "
+              "bytes under this host's warm root (CCCI_WARM_ROOT, else "
+              "CCCI_SWARM_STATE/warm, as `ccci-gate warm` reads it), measured at most every "
               "60 s; absent when the host has none"),
 )
 
