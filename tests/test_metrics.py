@@ -176,6 +176,9 @@ def test_the_doc_lists_exactly_the_metrics_exposed(gatekeeper):
                         headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     assert resp.text.endswith("# EOF\n")
+    odd = requests.get(gatekeeper.web_url + "/metrics", timeout=10,
+                       headers={"Accept": "application/openmetrics-text; version=x"})
+    assert odd.status_code == 200 and odd.headers["Content-Type"].startswith("text/plain")
 
 
 def test_two_gatekeepers_in_one_process_keep_their_own_registries():

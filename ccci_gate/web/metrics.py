@@ -204,8 +204,13 @@ class GateMetrics(Observer):
         router.add("GET", "/metrics", self.scrape)
 
     def scrape(self, request: Request) -> Response:
-        """The text format, or OpenMetrics when the scraper's ``Accept`` asks for it."""
-        encode, content_type = choose_encoder(request.header("accept"))
+        """The text format, or OpenMetrics when the scraper's ``Accept`` asks for it; an
+        ``Accept`` the library cannot read gets the plain text format (a preference,
+        not an error)."""
+        try:
+            encode, content_type = choose_encoder(request.header("accept"))
+        except (TypeError, ValueError):   # e.g. "application/openmetrics-text; version=x"
+            encode, content_type = choose_encoder("")
         return Response(200, encode(self.registry), {"Content-Type": content_type})
 
 
