@@ -15,8 +15,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccci_gate.core.events import Event
+from ccci_gate.core.actions import StartBuild
+from ccci_gate.core.events import BuildCompleted, BuildStarted, Event
 from ccci_gate.drivers.outbox import OutboxStore
+from ccci_gate.gearman.dispatcher import GearmanDispatcher
+from ccci_gate.gearman.server import EmbeddedServer
+from ccci_gate.gearman.worker import GearmanWorker
 from ccci_gate.web.metrics import METRICS, GateMetrics, metrics_table
 from ccci_gate.web.statsd import Statsd
 
@@ -349,3 +353,33 @@ def test_a_scrape_answers_while_the_scheduler_is_busy_and_shows_its_backlog(gate
     after = scrape(gatekeeper.web_url)
     assert value(after, "ccci_scheduler_event_queue_depth") == 0
     assert value(after, "ccci_scheduler_event_seconds_count", event="Event") == 5
+
+
+def test_dispatch_latency_counts_the_hold_and_one_take_per_build(tmp_path):
+    """Held 1 s for want of a worker, then taken: one observation of at least 1 s, though
+    the worker says it started twice (as gearmand's requeue of a lost build looks)."""
+    server = EmbeddedServer("127.0.0.1", 0)
+    servers = [("127.0.0.1", server.port)]
+    taken: list[tuple[str, float]] = []
+    events: list[object] = []
+    d = GearmanDispatcher(servers, events.append, tmp_path / "logs", grace=60,
+                          on_taken=lambda function, seconds: taken.append((function, seconds)))
+    worker = None
+    try:
+        d.wait_for_server(10)
+        d.start(StartBuild("a" * 32, "build:late", {}))
+        time.sleep(1.0)
+        worker = GearmanWorker(servers, "w1", ["build:late"])
+        req = worker.get_build(15)
+        assert req is not None
+        req.started("w1")
+        req.started("w1")
+        req.complete("SUCCESS")
+        wait_for(lambda: any(isinstance(e, BuildCompleted) for e in events), 10, "the result")
+        assert sum(isinstance(e, BuildStarted) for e in events) == 2
+        assert len(taken) == 1 and taken[0][0] == "build:late" and 1.0 <= taken[0][1] < 15
+    finally:
+        if worker is not None:
+            worker.shutdown()
+        d.shutdown()
+        server.shutdown()
