@@ -266,6 +266,8 @@ class Gatekeeper:
             self._stop_part(part)
         if not self.scheduler.running:
             self.store.close()
+        if self.metrics.statsd is not None:
+            self.metrics.statsd.close()   # a late send on it is a lost datagram, no more
 
     @staticmethod
     def _stop_part(part: Any, seconds: float = 0.0) -> None:
