@@ -21,6 +21,7 @@ from .config.loader import LayoutError, load_layout
 from .core.engine import Engine
 from .core.events import ReconfigureRequest
 from .core.layout import Layout
+from .credentials import Signer
 from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
@@ -98,9 +99,13 @@ class Gatekeeper:
         self.reporters = {**self.connections.reporters, "log": _LogReporter()}
         self._unconfigured_said: set[str] = set()
         _quiet_per_report_warnings()
-        self.handoff = ResultHandoff(self.admin_token, web_url, self._emit)
+        signer = Signer(self.admin_token)   # build credentials (credentials.py)
+        self.handoff = ResultHandoff(signer, web_url, self._emit)
+        self.artifacts = ArtifactStore(state / "artifacts", signer)
         self.scheduler = Scheduler(
-            self.engine, self.merger, HandoffDispatcher(self.dispatcher, self.handoff), self.store,
+            self.engine, self.merger,
+            HandoffDispatcher(self.dispatcher, self.handoff, (self.artifacts.parameters,)),
+            self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project))
@@ -114,7 +119,7 @@ class Gatekeeper:
             resolve_change=self._resolve_change,
             notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
-        ArtifactStore(state / "artifacts").register(self.router)
+        self.artifacts.register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)

@@ -2,7 +2,7 @@
 
 Each build gets a fresh workspace checked out at ``ZUUL_REF``, fetched from
 ``ZUUL_URL/ZUUL_PROJECT`` over the network. The log streams to the gatekeeper in
-batches (WORK_DATA) with secret parameter values redacted, at most ``FLUSH_SECONDS``
+batches (WORK_DATA) with secret parameter values redacted (``credentials.py``), at most ``FLUSH_SECONDS``
 after a line is written; a build past its timeout is killed and reported TIMED_OUT;
 ``stop:<worker>`` aborts it, and so does losing the Gearman connection it came on (the
 gatekeeper retries it). A workspace that cannot be prepared is an infra failure: the
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..core.layout import JobConfig
+from ..credentials import redact, secret_values
 from ..gearman.protocol import RETRY
 from ..gearman.worker import BuildRequest, GearmanWorker
 from ..pki import TlsFiles
@@ -37,7 +38,6 @@ from .workspace import WorkspaceError, prepare_workspace
 
 log = logging.getLogger("ccci_gate.worker")
 
-SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY")
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 4096
 
@@ -81,7 +81,7 @@ class LogStream:
 
     def __init__(self, request: BuildRequest, secrets: Sequence[str]):
         self.request = request
-        self.secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+        self.secrets = list(secrets)   # credentials.secret_values: longest first
         self._buf: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
@@ -103,8 +103,7 @@ class LogStream:
         self.flush()
 
     def write(self, text: str) -> None:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
+        text = redact(text, self.secrets)
         with self._lock:
             self._buf.append(text)
             self._size += len(text)
@@ -202,8 +201,7 @@ class WorkerDaemon:
         if request.lost:
             stop.set()
         self.instance.claim(request.build_id)
-        stream = LogStream(request, [v for k, v in params.items()
-                                     if any(w in k.upper() for w in SECRET_WORDS)])
+        stream = LogStream(request, secret_values(params))
         request.started(self.name)
         workspace = self.workdir / request.build_id
         try:
