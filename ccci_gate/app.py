@@ -26,6 +26,7 @@ from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
 from .handoff import HANDOFF_GRACE, HandoffDispatcher, ResultHandoff
+from .jobdefs import JobCatalog
 from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
@@ -102,9 +103,12 @@ class Gatekeeper:
         signer = Signer(self.admin_token)   # build credentials (credentials.py)
         self.handoff = ResultHandoff(signer, web_url, self._emit)
         self.artifacts = ArtifactStore(state / "artifacts", signer)
+        self.jobdefs = JobCatalog(state / "jobdefs", settings.jobs_dir, web_url)
+        self.jobdefs.publish(self.layout)
         self.scheduler = Scheduler(
             self.engine, self.merger,
-            HandoffDispatcher(self.dispatcher, self.handoff, (self.artifacts.parameters,)),
+            HandoffDispatcher(self.dispatcher, self.handoff,
+                              (self.artifacts.parameters, self.jobdefs.parameters)),
             self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
@@ -120,6 +124,7 @@ class Gatekeeper:
             notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
         self.artifacts.register(self.router)
+        self.jobdefs.register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)
@@ -232,6 +237,7 @@ class Gatekeeper:
             log.error("reconfiguration rejected, the running layout stays:\n%s", exc)
             return str(exc).splitlines()
         self.layout = layout
+        self.jobdefs.publish(layout)   # before any build of the new layout is dispatched
         self.scheduler.put(ReconfigureRequest(layout))
         self._say_unconfigured_reporters(layout)
         if self.worker is not None:
