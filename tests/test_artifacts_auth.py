@@ -100,8 +100,8 @@ SHOW_AND_PUBLISH = {"publish.sh": """
     env | sort
     echo "my token is $CCCI_ARTIFACTS_TOKEN"
     printf 'built at %s\\n' "$ZUUL_COMMIT" > out.txt
-    curl -sS -f -X PUT -H "Authorization: Bearer $CCCI_ARTIFACTS_TOKEN" \\
-        --data-binary @out.txt "$CCCI_ARTIFACTS/out.txt"
+    curl -sS -f -H "Authorization: Bearer $CCCI_ARTIFACTS_TOKEN" -T out.txt \\
+        "$CCCI_ARTIFACTS/out.txt"
     echo
     curl -sS -o /dev/null -w 'without the token: %{http_code}\\n' -X PUT \\
         --data-binary @out.txt "$CCCI_ARTIFACTS/again.txt"

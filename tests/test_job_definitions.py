@@ -190,3 +190,19 @@ def test_a_script_outside_the_jobs_dir_is_refused_and_never_served(world):
     assert record["job"]["run"] == "scripts/link.sh" and record["scripts"] == {}
     escaped = digest_of(b"#!/bin/sh\necho escaped\n")
     assert requests.get(f"{gk.web_url}/jobs/scripts/{escaped}", timeout=10).status_code == 404
+
+
+def test_a_definition_the_worker_cannot_get_is_an_infra_failure_retried(world):
+    tmp, gk, _, _ = world
+    for script in (tmp / "state" / "jobdefs" / "scripts").iterdir():
+        script.unlink()   # the gatekeeper lost the script (the definition is still there)
+    proc, _ = worker(tmp, gk, "w", "--gatekeeper", gk.web_url)
+    try:
+        item = enqueue_and_wait(gk, 1)
+    finally:
+        stop(proc)
+    [job] = item["jobs"]
+    assert job["result"] == "RETRY_LIMIT", job
+    assert len(job["logs"]) == 3                    # every attempt handed back, none run
+    assert item["logs"]["hello"].count("cannot get the job's definition from the gatekeeper") == 3
+    assert "hello v1" not in item["logs"]["hello"]
