@@ -9,12 +9,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 
 from ccci_gate.jobdefs import canonical, digest_of
+from ccci_gate.web.routes import Response, Router
+from ccci_gate.web.server import WebServer
+from ccci_gate.worker.daemon import WorkerDaemon
 from ccci_gate.worker.jobdefs import DefinitionError, Definitions
 
 from e2e_helpers import admin, admin_pipeline, finished, make_repo, start_gatekeeper, wait_for, \
@@ -206,3 +211,29 @@ def test_a_definition_the_worker_cannot_get_is_an_infra_failure_retried(world):
     assert len(job["logs"]) == 3                    # every attempt handed back, none run
     assert item["logs"]["hello"].count("cannot get the job's definition from the gatekeeper") == 3
     assert "hello v1" not in item["logs"]["hello"]
+
+
+def test_a_build_waits_for_a_gatekeeper_that_does_not_answer_yet(world):
+    """A gatekeeper restarting answers 5xx or nothing for a moment: the build asks again
+    (said once in its log) instead of failing."""
+    tmp, gk, _, _ = world
+    digest = requests.get(gk.web_url + "/jobs.json", timeout=10).json()["jobs"]["hello"]
+    calls: list[str] = []
+
+    def restarting(request):
+        calls.append(request.path)
+        return Response.error(503, "restarting") if len(calls) <= 2 else gk.jobdefs.get(request)
+
+    router = Router()
+    router.add("GET", "/jobs/", restarting)
+    web = WebServer(router, "127.0.0.1", 0)
+    web.start()
+    try:
+        said: list[str] = []
+        daemon = SimpleNamespace(definitions=Definitions(tmp / "cache"))
+        job, tree = WorkerDaemon._definition(daemon, f"{web.url}/jobs/{digest}",
+                                             threading.Event(), said.append)
+    finally:
+        web.shutdown()
+    assert job.name == "hello" and (tree / "scripts" / "hello.sh").is_file()
+    assert len(calls) == 4 and len(said) == 1 and "asking again" in said[0]

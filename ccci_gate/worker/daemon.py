@@ -50,6 +50,7 @@ log = logging.getLogger("ccci_gate.worker")
 
 FLUSH_SECONDS = 0.2
 JOBS_POLL = 10.0     # seconds between two reads of the gatekeeper's /jobs.json
+DEFINITION_PATIENCE = 30.0   # seconds a build waits for an unanswering gatekeeper's definition
 FLUSH_BYTES = 4096
 
 
@@ -263,6 +264,24 @@ class WorkerDaemon:
                 except Exception:
                     log.exception("could not hand build %s back", request.build_id)
 
+    def _definition(self, url: str, stop: threading.Event,
+                    say: Callable[[str], None]) -> tuple[JobConfig, Path]:
+        """The build's job definition; asked again every second for up to
+        ``DEFINITION_PATIENCE`` while the gatekeeper does not answer (it may be restarting)."""
+        deadline = time.monotonic() + DEFINITION_PATIENCE
+        said = False
+        while True:
+            try:
+                return self.definitions.for_build(url)
+            except DefinitionError as exc:
+                if not exc.transient or stop.is_set() or time.monotonic() >= deadline:
+                    raise
+                if not said:
+                    say(f"the gatekeeper did not give the job's definition ({exc}); asking "
+                        f"again every second for up to {DEFINITION_PATIENCE:.0f} s\n")
+                    said = True
+                stop.wait(1.0)
+
     def run_build(self, request: BuildRequest) -> None:
         params = request.parameters
         job, jobs_dir = self.local_jobs.get(request.job_name), self.jobs_dir
@@ -277,7 +296,7 @@ class WorkerDaemon:
         try:
             if params.get(JOB_URL):
                 try:
-                    job, jobs_dir = self.definitions.for_build(params[JOB_URL])
+                    job, jobs_dir = self._definition(params[JOB_URL], stop, stream.write)
                 except DefinitionError as exc:
                     stream.write(f"cannot get the job's definition from the gatekeeper: {exc}\n")
                     stream.close()

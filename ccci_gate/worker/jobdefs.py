@@ -37,7 +37,12 @@ TIMEOUT = 30.0
 
 
 class DefinitionError(RuntimeError):
-    """A job definition could not be fetched or is not acceptable."""
+    """A job definition could not be fetched or is not acceptable; ``transient`` when
+    asking again may help (the gatekeeper did not answer, or answered 5xx)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class Definitions:
@@ -140,10 +145,10 @@ class Definitions:
         try:
             reply = requests.get(url, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            raise DefinitionError(f"fetching {url}: {exc}") from None
+            raise DefinitionError(f"fetching {url}: {exc}", transient=True) from None
         if reply.status_code != 200:
             raise DefinitionError(f"fetching {url}: the gatekeeper answered "
-                                  f"{reply.status_code}")
+                                  f"{reply.status_code}", transient=reply.status_code >= 500)
         if digest_of(reply.content) != digest:
             raise DefinitionError(f"{url}: the content does not match its digest")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
