@@ -8,7 +8,9 @@ definition it is.
 Vocabulary:
 
 - A **definition** is a job as the worker needs it: ``{"job": <core.records.job_record>,
-  "scripts": {<run path>: {"sha256": ..., "executable": bool}}}``, its ``run`` script
+  "scripts": {<run path>: {"sha256": ..., "executable": bool}}}`` (the values of secret
+  parameters masked, ``credentials.redacted``: the build's own parameters carry them
+  rendered, and definitions are served to anyone who asks), its ``run`` script
   named by content (the path is relative to the jobs directory, checked: never absolute,
   never ``..``). Its **digest** is the SHA-256 of its canonical JSON (sorted keys, no
   spaces): the bytes served are the bytes hashed.
@@ -46,6 +48,7 @@ from typing import Any, Mapping
 from .core.actions import StartBuild
 from .core.layout import JobConfig, Layout, safe_path
 from .core.records import job_record
+from .credentials import redacted
 from .web.routes import Request, Response, Router
 
 log = logging.getLogger("ccci_gate.jobdefs")
@@ -110,7 +113,9 @@ class JobCatalog:
     def _store(self, job: JobConfig) -> str:
         script = self._scripts.get(job.run or "")
         scripts = {job.run: script} if job.run and script else {}
-        data = canonical({"job": job_record(job), "scripts": scripts})
+        record = job_record(job)   # served to anyone: secret parameter values masked (a
+        record["parameters"] = redacted(record["parameters"])   # worker gets them rendered)
+        data = canonical({"job": record, "scripts": scripts})
         digest = digest_of(data)
         if digest not in self._stored:
             self._write(self.root / f"{digest}.json", data)

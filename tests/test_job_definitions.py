@@ -37,6 +37,7 @@ jobs:
     run: scripts/hello.sh
     parameters:
       GREETING: first
+      API_TOKEN: hunter2-in-the-layout
 """
 
 
@@ -79,7 +80,9 @@ def world(tmp_path):
     repos = tmp_path / "repos"
     make_repo(repos, "org/app", {1: {"README.md": "one\n"}})
     layouts, jobs_dir = write_layout(tmp_path / "gatekeeper", admin_pipeline("check"), PROJECTS,
-                                     HELLO, {"hello.sh": 'echo "hello v1, $GREETING"\n'})
+                                     HELLO, {"hello.sh": 'echo "hello v1, $GREETING"\n'
+                                             'test "$API_TOKEN" = hunter2-in-the-layout\n'
+                                             'echo "the job token arrived: $API_TOKEN"\n'})
     gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, worker={"enabled": False})
     yield tmp_path, gk, layouts, jobs_dir
     gk.stop()
@@ -92,6 +95,8 @@ def test_a_reconfigure_reaches_a_worker_without_jobs_and_without_a_restart(world
         assert not (tmp / "remote" / "jobs").exists()
         first = enqueue_and_wait(gk, 1)
         assert first["logs"]["hello"].count("hello v1, first") == 1, first["logs"]
+        assert "the job token arrived: ***" in first["logs"]["hello"]   # rendered, masked
+        assert "hunter2" not in first["logs"]["hello"]
         assert "on remote (the gatekeeper's definition" in first["logs"]["hello"]
 
         # the operator edits the job, its script, and adds a job; then reconfigures
@@ -142,6 +147,8 @@ def test_the_catalog_serves_by_digest_and_refuses_what_is_not(world):
     body = requests.get(f"{gk.web_url}/jobs/{digest}", timeout=10).content
     assert digest_of(body) == digest
     record = json.loads(body)
+    assert record["job"]["parameters"] == {"GREETING": "first", "API_TOKEN": "***"}
+    assert b"hunter2" not in body       # served to anyone: secret values masked
     [(path, script)] = record["scripts"].items()
     assert path == "scripts/hello.sh" and script["executable"]
     got = requests.get(f"{gk.web_url}/jobs/scripts/{script['sha256']}", timeout=10)
@@ -152,8 +159,9 @@ def test_the_catalog_serves_by_digest_and_refuses_what_is_not(world):
 
     defs = Definitions(tmp / "cache")
     job, tree = defs.for_build(f"{gk.web_url}/jobs/{digest}")
-    assert job.name == "hello" and job.parameters == {"GREETING": "first"}
-    assert (tree / "scripts" / "hello.sh").read_text().endswith('echo "hello v1, $GREETING"\n')
+    assert job.name == "hello" and job.parameters["GREETING"] == "first"
+    assert (tree / "scripts" / "hello.sh").read_bytes() == \
+        (jobs_dir / "scripts" / "hello.sh").read_bytes()
     assert os.access(tree / "scripts" / "hello.sh", os.X_OK)
 
     # a definition that names a script outside its folder is refused, even with a true digest
