@@ -22,7 +22,7 @@ from ccci_gate.web.server import WebServer
 from ccci_gate.worker.daemon import WorkerDaemon
 from ccci_gate.worker.jobdefs import DefinitionError, Definitions
 
-from e2e_helpers import admin, admin_pipeline, finished, make_repo, start_gatekeeper, wait_for, \
+from e2e_helpers import admin, admin_pipeline, finished, make_repo, start_gatekeeper, \
     write_layout
 
 ROOT = Path(__file__).resolve().parents[1]
