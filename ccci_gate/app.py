@@ -21,10 +21,12 @@ from .config.loader import LayoutError, load_layout
 from .core.engine import Engine
 from .core.events import ReconfigureRequest
 from .core.layout import Layout
+from .credentials import Signer
 from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
 from .handoff import HANDOFF_GRACE, HandoffDispatcher, ResultHandoff
+from .jobdefs import JobCatalog
 from .merger import GitMerger, GitSource, git_http_handler
 from .scheduler import Scheduler
 from .settings import Settings
@@ -102,9 +104,16 @@ class Gatekeeper:
         self.reporters = {**self.connections.reporters, "log": _LogReporter()}
         self._unconfigured_said: set[str] = set()
         _quiet_per_report_warnings()
-        self.handoff = ResultHandoff(self.admin_token, web_url, self._emit)
+        signer = Signer(self.admin_token)   # build credentials (credentials.py)
+        self.handoff = ResultHandoff(signer, web_url, self._emit)
+        self.artifacts = ArtifactStore(state / "artifacts", signer)
+        self.jobdefs = JobCatalog(state / "jobdefs", settings.jobs_dir, web_url)
+        self.jobdefs.publish(self.layout)
         self.scheduler = Scheduler(
-            self.engine, self.merger, HandoffDispatcher(self.dispatcher, self.handoff), self.store,
+            self.engine, self.merger,
+            HandoffDispatcher(self.dispatcher, self.handoff,
+                              (self.artifacts.parameters, self.jobdefs.parameters)),
+            self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project), observer=self.metrics)
@@ -119,7 +128,8 @@ class Gatekeeper:
             notify_push=self._pushed, web_url=web_url)
         self.api.register(self.router)
         self._watch_metrics()
-        ArtifactStore(state / "artifacts").register(self.router)
+        self.artifacts.register(self.router)
+        self.jobdefs.register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)
@@ -244,6 +254,7 @@ class Gatekeeper:
             log.error("reconfiguration rejected, the running layout stays:\n%s", exc)
             return str(exc).splitlines()
         self.layout = layout
+        self.jobdefs.publish(layout)   # before any build of the new layout is dispatched
         self.scheduler.put(ReconfigureRequest(layout))
         self._say_unconfigured_reporters(layout)
         if self.worker is not None:

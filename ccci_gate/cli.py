@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gearman server (repeatable; default: 127.0.0.1:4730)")
     p.add_argument("--name", default=socket.gethostname(), help="worker name (default: hostname)")
     p.add_argument("--label", action="append", default=[], help="a label this host has (repeatable)")
-    p.add_argument("--jobs", type=Path, default=Path("jobs"), help="job definitions (default: jobs/)")
+    p.add_argument("--jobs", type=Path, default=Path("jobs"),
+                   help="job definitions of this host, for builds that carry none (default: jobs/)")
+    p.add_argument("--gatekeeper", metavar="URL",
+                   help="the gatekeeper's HTTP URL: register the jobs of its running layout "
+                        "(URL/jobs.json), followed across reconfigures")
+    p.add_argument("--jobs-poll", type=float, default=10.0, metavar="SECONDS",
+                   help="how often to read the gatekeeper's jobs (default: 10)")
     p.add_argument("--workdir", type=Path, default=Path("state/workspaces"),
                    help="where build workspaces go (default: state/workspaces)")
     p.add_argument("--max-builds", type=int, default=1, help="builds at once (default: 1)")
@@ -216,18 +222,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .pki import TlsFiles
     try:
         servers = [parse_hostport(s) for s in (args.gearman or ["127.0.0.1:4730"])]
-        jobs = load_layout([args.jobs]).jobs
+        # with a gatekeeper to follow, a host needs no jobs/ of its own
+        jobs = {} if args.gatekeeper and not args.jobs.exists() else load_layout([args.jobs]).jobs
         tls = TlsFiles.in_dir(args.tls_dir, "worker").check() if args.tls_dir else None
     except (ValueError, LayoutError) as exc:
         print(f"ccci-gate worker: {exc}", file=sys.stderr)
         return 2
-    if any(job.kind.startswith("recipe-") for job in jobs.values()):
-        janitor_pass(None, quiet=True)  # what a previous, killed worker here left behind
     daemon = WorkerDaemon(servers, args.name, jobs, args.label, args.workdir, args.jobs,
-                          max_builds=args.max_builds, tls=tls)
+                          max_builds=args.max_builds, tls=tls, gatekeeper=args.gatekeeper,
+                          jobs_poll=args.jobs_poll)
+    if any(job.kind.startswith("recipe-") for job in daemon.jobs.values()):
+        janitor_pass(None, quiet=True)  # what a previous, killed worker here left behind
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
     tune_threads()
-    print(f"worker {args.name}: {len(jobs)} jobs, labels {args.label or '-'}, servers "
+    print(f"worker {args.name}: {len(daemon.jobs)} jobs, labels {args.label or '-'}, servers "
           f"{', '.join(f'{h}:{p}' for h, p in servers)}", flush=True)
     daemon.run_forever()
     return 0

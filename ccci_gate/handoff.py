@@ -5,7 +5,8 @@ the gatekeeper restarting — gearmand drops the WORK_COMPLETE of a build that f
 meanwhile, and the build would have to run again. So every build also carries, in its
 parameters, where to hand its result (``CCCI_RESULT_URL``, ``/builds/<id>/result`` on
 the gatekeeper's HTTP listener) and a token for that one build (``CCCI_RESULT_TOKEN``,
-an HMAC of the build id; the worker redacts it like every ``*TOKEN*`` parameter). The
+a build credential of the build id, ``credentials.py``; the worker redacts it like every
+secret parameter). The
 worker posts its verdict there too (``worker/handoff.py``), retrying while the
 gatekeeper is down. The gatekeeper turns it into the same ``BuildCompleted`` a
 WORK_COMPLETE gives; whichever comes second finds the build done and is ignored.
@@ -17,14 +18,13 @@ complete their builds instead.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from .core.actions import StartBuild
 from .core.events import BuildCompleted
 from .core.model import Result
+from .credentials import Signer, bearer
 from .web.routes import Request, Response, Router
 
 HANDOFF_GRACE = 3.0      # seconds: workers retry every second (worker/handoff.py)
@@ -34,13 +34,13 @@ PATH = re.compile(r"^/builds/([0-9a-f]{32})/result$")
 class ResultHandoff:
     """Signs builds' hand-over parameters and takes results posted back."""
 
-    def __init__(self, key: str, web_url: str, emit: Callable[[Any], None]):
-        self.key = key.encode()
+    def __init__(self, signer: Signer, web_url: str, emit: Callable[[Any], None]):
+        self.signer = signer
         self.web_url = web_url.rstrip("/")
         self.emit = emit
 
     def token(self, build_id: str) -> str:
-        return hmac.new(self.key, b"result:" + build_id.encode(), hashlib.sha256).hexdigest()
+        return self.signer.sign("result", build_id)
 
     def parameters(self, action: StartBuild) -> StartBuild:
         """``action`` with where and how its worker hands the result over."""
@@ -57,8 +57,7 @@ class ResultHandoff:
         if match is None:
             return Response.error(404, "no such build")
         build_id = match.group(1)
-        given = request.header("Authorization").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, self.token(build_id)):
+        if not self.signer.check("result", build_id, bearer(request.header("Authorization"))):
             return Response.error(403, "not this build's token")
         try:
             result = Result(request.json().get("result"))
@@ -68,15 +67,29 @@ class ResultHandoff:
         return Response.json({"accepted": build_id}, 202)
 
 
-class HandoffDispatcher:
-    """The ``Dispatcher`` port, adding each build's hand-over parameters."""
+ParameterSource = Callable[[StartBuild], Mapping[str, str]]
 
-    def __init__(self, inner: Any, handoff: ResultHandoff):
+
+class HandoffDispatcher:
+    """The ``Dispatcher`` port, adding to each build's parameters what only the
+    gatekeeper's I/O side knows: the result hand-over, and what each of ``more`` gives
+    (the artifact write token, ``web/artifacts.py``; the job's definition,
+    ``jobdefs.py``). Added here, after the engine, they are in no record, status or
+    item page: only the build and its worker see them."""
+
+    def __init__(self, inner: Any, handoff: ResultHandoff, more: Sequence[ParameterSource] = ()):
         self.inner = inner
         self.handoff = handoff
+        self.more = tuple(more)
 
     def start(self, action: StartBuild) -> None:
-        self.inner.start(self.handoff.parameters(action))
+        action = self.handoff.parameters(action)
+        extra: dict[str, str] = {}
+        for source in self.more:
+            extra.update(source(action))
+        if extra:
+            action = dataclasses.replace(action, parameters={**action.parameters, **extra})
+        self.inner.start(action)
 
     def cancel(self, action: Any) -> None:
         self.inner.cancel(action)

@@ -2,6 +2,7 @@
 on the embedded gear.Server (with its ACL) and on Debian's gearmand (--ssl)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -18,6 +19,8 @@ from ccci_gate.gearman.worker import GearmanWorker
 from ccci_gate.pki import TlsFiles
 
 from conftest import free_port, require, wait_listening
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STUNNEL = """\
 foreground = yes
@@ -161,6 +164,28 @@ def test_a_worker_certificate_cannot_submit_on_the_embedded_server(pool):
         server.shutdown()
 
 
+def test_a_worker_certificate_registers_only_build_and_stop_functions(pool, tmp_path):
+    """The embedded server's ACL: ``worker:<name>`` may offer ``build:*``/``stop:*`` and
+    nothing else, so a worker cannot pose as a server-side function of another kind."""
+    server = EmbeddedServer("127.0.0.1", 0, tls=pool["gatekeeper"])
+    dispatcher = GearmanDispatcher([("127.0.0.1", server.port)], lambda e: None,
+                                   tmp_path / "logs", tls=pool["gatekeeper"])
+    member = GearmanWorker([("127.0.0.1", server.port)], "w1",
+                           ["build:ok", "status", "admin:enqueue", "notbuild:x"],
+                           tls=pool["worker"])
+    try:
+        dispatcher.wait_for_server(10)
+        assert registered(dispatcher, "build:ok", 10) == 1
+        functions = dispatcher.pool()["functions"]
+        for refused in ("status", "admin:enqueue", "notbuild:x"):
+            assert functions.get(refused, {}).get("workers", 0) == 0, (refused, functions)
+        assert functions.get("stop:w1", {}).get("workers", 0) == 1, functions
+    finally:
+        member.shutdown()
+        dispatcher.shutdown()
+        server.shutdown()
+
+
 def test_the_join_flow_on_the_command_line(tmp_path):
     """workers/README.md, as an operator types it: init, request, sign, then the worker's
     files check out and a settings file turns TLS on for the gatekeeper."""
@@ -182,3 +207,24 @@ def test_the_join_flow_on_the_command_line(tmp_path):
     assert settings.gearman_tls.cert.name == "gatekeeper.crt"
     bad = subprocess.run(cli + ["sign", "nope.csr"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.csr" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_make_worker_key_script_makes_a_request_the_gatekeeper_signs(tmp_path):
+    """``sh workers/make-worker-key.sh NAME`` (workers/README.md), with ``ccci-gate`` on
+    the PATH as an installed one would be."""
+    import sys
+    shim = tmp_path / "bin" / "ccci-gate"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m ccci_gate.cli "$@"\n')
+    shim.chmod(0o755)
+    host = tmp_path / "host"
+    host.mkdir()
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(["sh", str(ROOT / "workers" / "make-worker-key.sh"), "host-2"], cwd=host,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert oct((host / "tls" / "worker.key").stat().st_mode & 0o777) == "0o600"
+    pki.init(tmp_path / "gk")
+    cert = pki.sign((host / "tls" / "worker.csr").read_bytes(), tmp_path / "gk")
+    assert b"BEGIN CERTIFICATE" in cert

@@ -97,7 +97,9 @@ def test_a_sigkilled_workers_build_dies_with_it_and_waits_for_the_next_worker(wo
         # the item links both attempts' logs; the first one's says what it was
         assert len(job["logs"]) == 2 and job["logs"][-1] == job["log_url"]
         assert "attempt 1 on the way" in requests.get(job["logs"][0], timeout=10).text
-        assert [p.name for p in workdir.iterdir() if not p.name.startswith(".")] == []
+        # the worker removes a build's workspace right after it sends the result
+        wait_for(lambda: [p.name for p in workdir.iterdir() if not p.name.startswith(".")] == [],
+                 10, "no workspace left")
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import voluptuous as v
 
-from ..core.layout import MANAGERS, PRECEDENCES
+from ..core.layout import MANAGERS, PRECEDENCES, safe_path
 
 
 def regex(value: Any) -> str:
@@ -33,6 +33,14 @@ def listify(item_schema: Any) -> Any:
     def validate(value: Any) -> list:
         return [schema(x) for x in (value if isinstance(value, list) else [value])]
     return validate
+
+
+def run_path(value: Any) -> str:
+    """A job's script: a relative path below the jobs directory (served to workers)."""
+    if not isinstance(value, str) or not safe_path(value):
+        raise v.Invalid("run must be a relative path below the jobs directory "
+                        "(no leading /, no . or .. parts)")
+    return value
 
 
 def _scalar_text(value: Any) -> str:
@@ -88,7 +96,7 @@ PROJECT = v.Schema({
 JOB = v.Schema({
     v.Required("name"): NAME,
     v.Optional("kind", default="shell"): NAME,
-    v.Optional("run"): str,
+    v.Optional("run"): run_path,
     v.Optional("requires", default=[]): listify(NAME),
     v.Optional("voting", default=True): bool,
     v.Optional("attempts", default=3): v.All(int, v.Range(min=1, max=20)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .layout import JobConfig
 from .model import Change
 
 
@@ -31,13 +32,15 @@ class PrepareRef(Action):
 @dataclass(frozen=True)
 class StartBuild(Action):
     """Submit a build to Gearman. Answered by ``BuildStarted``/``BuildProgress``/
-    ``BuildCompleted``."""
+    ``BuildCompleted``. ``job`` is the job as the buildset holds it (its worker runs that
+    definition: ``jobdefs.py``)."""
 
     build_id: str
     function: str
     parameters: Mapping[str, str]
     precedence: str = "normal"
     timeout: int | None = None
+    job: JobConfig | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

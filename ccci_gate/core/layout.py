@@ -34,6 +34,14 @@ def build_function(job: str, label: str | None = None) -> str:
     return f"build:{job}:{label}" if label else f"build:{job}"
 
 
+def safe_path(path: str) -> bool:
+    """Whether ``path`` is a plain relative path that cannot leave the folder it is read
+    under: a job's ``run`` (checked by the layout schema, and again by a worker for a
+    definition it fetched, ``worker/jobdefs.py``)."""
+    return bool(path) and "\\" not in path and not path.startswith("/") \
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """A job: what runs (``kind``/``run``), where it sits in the graph and how it retries."""

@@ -1,25 +1,44 @@
 """The artifact store: files a build publishes for the builds after it.
 
 ``PUT /artifacts/<buildset>/<name>`` stores a file (once: an artifact never changes
-after it was published), ``GET`` serves it. A buildset id is a random 32-hex-digit
-value that only the builds of that buildset are told (``CCCI_ARTIFACTS``); names are
-plain file names. Files live under ``<state>/artifacts/<buildset>/``.
+after it was published), ``GET`` serves it to anyone who has the URL. Names are plain
+file names; files live under ``<state>/artifacts/<buildset>/``.
+
+Writes are authorised: each build gets, beside the store's URL (``CCCI_ARTIFACTS``), its
+buildset's **write token** (``CCCI_ARTIFACTS_TOKEN``, the ``artifacts`` credential of
+the buildset id, ``credentials.py``: a secret parameter, never logged), and a PUT must
+carry ``Authorization: Bearer <token>``: without it 401, with a token that is not this
+buildset's (another buildset's, a result token, garbage) 403. No answer echoes a token.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Mapping
 
+from ..core.actions import StartBuild
+from ..credentials import Signer, bearer
 from .routes import Request, Response, Router
 
 ID = re.compile(r"^[0-9a-f]{32}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+PURPOSE = "artifacts"   # the credential that allows writing a buildset's artifacts
+TOKEN = "CCCI_ARTIFACTS_TOKEN"
 
 
 class ArtifactStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, signer: Signer):
         self.root = root
+        self.signer = signer
         root.mkdir(parents=True, exist_ok=True)
+
+    def token(self, buildset_id: str) -> str:
+        return self.signer.sign(PURPOSE, buildset_id)
+
+    def parameters(self, action: StartBuild) -> Mapping[str, str]:
+        """The build's write token (for ``HandoffDispatcher``): its buildset's."""
+        buildset = str(action.parameters.get("ZUUL_BUILDSET", ""))
+        return {TOKEN: self.token(buildset)} if ID.match(buildset) else {}
 
     def register(self, router: Router) -> None:
         router.add("PUT", "/artifacts/", self.put)
@@ -35,6 +54,14 @@ class ArtifactStore:
         path = self._path(request)
         if path is None:
             return Response.error(400, "expected /artifacts/<buildset id>/<file name>")
+        given = bearer(request.header("Authorization"))
+        if given is None:
+            denied = Response.error(401, "publishing needs Authorization: Bearer <the "
+                                         f"buildset's {TOKEN}>")
+            denied.headers["WWW-Authenticate"] = 'Bearer realm="artifacts"'
+            return denied
+        if not self.signer.check(PURPOSE, path.parent.name, given):
+            return Response.error(403, "not this buildset's artifact token")
         if path.exists():
             return Response.error(409, f"{path.name} was already published for this buildset")
         path.parent.mkdir(exist_ok=True)

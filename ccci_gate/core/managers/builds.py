@@ -62,7 +62,8 @@ class BuildRunner:
                                       warm=project is not None and project.warm)
         except ParameterError as exc:
             return self.complete_build(item, build, Result.ERROR, str(exc))
-        return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout)]
+        return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout,
+                           job=job)]
 
     def retrigger(self, item: Item, job: str) -> list[str]:
         """Forget the results of ``job`` and what requires it, so they run again.

@@ -4,8 +4,9 @@ A **bundle** is a reproducible ``tar.gz`` of everything a deploy reads from the 
 the compose files ``COMPOSE_FILE`` names (every overlay), each file they reference
 (``configs``/``secrets`` ``file:``, ``env_file``), ``.env.sample``, ``abra.sh``,
 ``release/`` and ``tests/`` — plus a ``SHA256SUMS`` manifest checked on unpacking. It
-lives in the gatekeeper's artifact store (``CCCI_ARTIFACTS``, write-once), so every host
-deploys exactly what build checked.
+lives in the gatekeeper's artifact store (``CCCI_ARTIFACTS``, write-once, written with
+the buildset's ``CCCI_ARTIFACTS_TOKEN``: ``web/artifacts.py``), so every host deploys
+exactly what build checked.
 """
 from __future__ import annotations
 
@@ -73,12 +74,14 @@ class StoreError(RuntimeError):
     """The artifact store is missing or failed (an infrastructure error)."""
 
 
-def publish(url: str, data: bytes) -> str:
-    """Store a bundle at ``<url>/recipe-bundle.tar.gz``; returns where it went."""
+def publish(url: str, data: bytes, token: str) -> str:
+    """Store a bundle at ``<url>/recipe-bundle.tar.gz`` with the buildset's write token;
+    returns where it went."""
     if not url.startswith(("http://", "https://")):
         raise StoreError("no artifact store (CCCI_ARTIFACTS) to publish to")
     try:
-        reply = requests.put(f"{url}/{BUNDLE}", data=data, timeout=60)
+        reply = requests.put(f"{url}/{BUNDLE}", data=data, timeout=60,
+                             headers={"Authorization": f"Bearer {token}"})
     except requests.RequestException as exc:
         raise StoreError(f"publishing failed: {exc}") from None
     if reply.status_code not in (201, 409):

@@ -72,7 +72,8 @@ class RecipePublish:
             ctx.log(f"FAILED: {exc}\n")
             return "FAILURE"
         try:
-            where = publish(ctx.parameters.get("CCCI_ARTIFACTS", ""), data)
+            where = publish(ctx.parameters.get("CCCI_ARTIFACTS", ""), data,
+                            ctx.parameters.get("CCCI_ARTIFACTS_TOKEN", ""))
         except StoreError as exc:
             ctx.log(f"{exc}\n")
             return "ERROR"
