@@ -96,6 +96,18 @@ def test_image_change_without_a_version_bump_is_a_warning():
     assert "version label stayed 1.1.0+1" in warning
 
 
+def test_the_probe_asks_every_task_and_reads_each_answer():
+    argv = probe.command(8080, "/health", ["10.0.1.5", "fd00::7"])
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["probe", ":8080/health", "10.0.1.5", "[fd00::7]"]
+    assert "/health" not in argv[2]          # values are arguments, not script text
+    output = ("== 10.0.1.5\n  HTTP/1.1 200 OK\n== exit 0\n== [fd00::7]\n  HTTP/1.1 404 Not Found\n"
+              "wget: server returned error: HTTP/1.1 404 Not Found\n== exit 1\n== 10.0.1.9\n"
+              "wget: can't connect to remote host (10.0.1.9): Connection refused\n== exit 1\n"
+              "== 10.0.1.10\n")
+    assert probe.answers(output) == {"10.0.1.5": 200, "fd00::7": 404, "10.0.1.9": None,
+                                     "10.0.1.10": None}
+
+
 def test_probe_status_codes():
     assert probe.status_code("  HTTP/1.1 301 Moved\n  HTTP/1.1 200 OK\n") == 200
     assert probe.status_code("wget: can't connect") is None

@@ -57,6 +57,23 @@ def test_one_of_two_replicas_dying_after_the_monitor_fails(tmp_path, port, host)
     assert "service app: task" in log and "(exit code 6)" in log, log
 
 
+def test_one_of_two_replicas_not_serving_fails_even_when_the_other_does(tmp_path, port, host):
+    """replicas: 2 with a lax healthcheck, and slot 2 of the head serves 404 on ``/``: a
+    proxy would send half the requests there, so serving fails, naming the slot."""
+    def base(compose):
+        app(compose)["deploy"]["replicas"] = 2
+        app(compose)["environment"] = ["SLOT={{.Task.Slot}}"]
+    def fault(compose):
+        app(compose)["command"] = ["sh", "-c", 'if [ "$$SLOT" = 2 ]; then mkdir -p /empty; '
+                                   'exec httpd -f -p 8080 -h /empty; fi; exec httpd -f -p 8080 -h /www']
+        app(compose)["healthcheck"]["test"] = ["CMD", "true"]
+    repo, sha = make_faulty(tmp_path / "repos", fault, base=base)
+    result, log, _ = run_kind(tmp_path, host, "recipe-install", repo, sha)
+    assert result == "FAILURE", log
+    assert "slot 2" in log and "answered 404, not one of 200-399" in log, log
+    assert "slot 1 (" not in log.split("answered 404")[0].rsplit("serving:", 1)[-1], log
+
+
 def test_one_replica_crash_looping_under_a_tolerant_update_fails_fast(tmp_path, port, host):
     """max_failure_ratio 0.5 lets swarm complete the update with slot 2 failing; slot 2
     then exits on every start while slot 1 serves: a FAILURE within seconds, not at the

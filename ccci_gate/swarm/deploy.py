@@ -193,22 +193,32 @@ class App:
             self.port.import_image(probe.IMAGE, probe.rootfs())
         path = "/" + self.recipe.ccci_label("health-path", config).lstrip("/")
         codes = self.recipe.ccci_label("health-codes", config) or probe.DEFAULT_CODES
-        # the app's tasks, as Traefik's swarm provider reaches them (not the service VIP)
+        # every task of the app, as Traefik's swarm provider reaches them (not the VIP)
         url = f"http://tasks.{self.stack}_app:{port}{path}"
+        service = f"{self.stack}_app"
         for attempt in range(3):
-            exit_code, output = self.port.probe(self.stack, f"{self.stack}_app", url, probe.IMAGE)
+            tasks = dict((address, name) for name, address in self.port.task_addresses(service))
+            if not tasks:
+                raise DeployError(f"serving: no running task of {service} to probe")
+            exit_code, output = self.port.probe(
+                self.stack, service, probe.command(port, path, list(tasks)), probe.IMAGE)
             if exit_code == -1:   # our probe task itself could not run: the host's fault
                 raise InfraError(f"the serving probe could not run: {output}")
-            code = probe.status_code(output)
-            if code is not None and probe.accepts(codes, code):
-                return f"serving: {url} answered {code} to a probe on the stack's network"
-            if code is not None:   # a definite answer, and not an accepted one
-                break
+            answers = probe.answers(output)
+            bad = {a: answers.get(a) for a in tasks
+                   if answers.get(a) is None or not probe.accepts(codes, answers[a] or 0)}
+            if not bad:
+                got = ", ".join(sorted({str(c) for c in answers.values()}))
+                return (f"serving: {url} answered {got} to a probe on the stack's network "
+                        f"(from each of its {len(tasks)} task(s): {', '.join(sorted(tasks.values()))})")
+            if any(code is not None for code in bad.values()):
+                break   # a definite answer, and not an accepted one
             time.sleep(1)
         last = output.strip().splitlines()[-1] if output.strip() else f"exit {exit_code}"
-        raise DeployError(f"serving: {url} answered "
-                          + (f"{code}, not one of {codes}" if code is not None else
-                             f"nothing a probe on the stack's network could read ({last})"))
+        raise DeployError(f"serving: {url}: " + "; ".join(
+            f"{tasks[a]} ({a}) answered " + (f"{code}, not one of {codes}" if code is not None
+                                             else f"nothing a probe could read ({last})")
+            for a, code in sorted(bad.items(), key=lambda kv: tasks[kv[0]])))
 
     # --- upgrades ---------------------------------------------------------------------------
 

@@ -142,21 +142,42 @@ class SwarmPort:
             health=health, oom_killed=bool(state.get("OOMKilled")),
             age=0.0 if changed else _age(status.get("Timestamp", "")))
 
-    def probe(self, stack: str, service: str, url: str, image: str,
+    def task_addresses(self, service: str) -> list[tuple[str, str]]:
+        """(task, address) of each running task of ``service`` on its first network —
+        where a proxy on that network sends requests; the task is ``slot N`` (or the
+        node of a global service's task)."""
+        svc = self.client.services.get(service)
+        network = self._first_network(svc.attrs["Spec"])
+        found = []
+        for task in svc.tasks(filters={"desired-state": "running"}):
+            if task["Status"]["State"] != "running":
+                continue
+            name = (f"slot {task['Slot']}" if task.get("Slot")
+                    else f"node {task.get('NodeID', '')[:12]}")
+            for attached in task.get("NetworksAttachments") or []:
+                if attached["Network"]["ID"] == network and attached.get("Addresses"):
+                    found.append((name, attached["Addresses"][0].split("/")[0]))
+        return sorted(found)
+
+    @staticmethod
+    def _first_network(spec: Mapping[str, Any]) -> str | None:
+        networks = [n["Target"] for n in spec["TaskTemplate"].get("Networks") or []]
+        return networks[0] if networks else None
+
+    def probe(self, stack: str, service: str, argv: list[str], image: str,
               timeout: float = 30.0) -> tuple[int, str]:
-        """Fetch ``url`` from outside the app: a one-shot task of ``image`` on the
+        """Run ``argv`` from outside the app: a one-shot task of ``image`` on the
         service's first network (as a proxy would reach it). Returns the probe's exit
         code and its output, -1 when the probe task itself could not run (busybox
         ``wget -S`` prints the status line; no ``-T``:
         Debian's static busybox wget crashes on it, seen here with exit 139)."""
-        target = self.client.services.get(service).attrs["Spec"]
-        networks = [n["Target"] for n in target["TaskTemplate"].get("Networks") or []]
-        if not networks:
+        network = self._first_network(self.client.services.get(service).attrs["Spec"])
+        if network is None:
             return -1, f"{service} is on no network"
         name = f"{stack}_ccci-probe"
         probe = self.client.services.create(
-            image, ["wget", "-S", "-q", "-O", "/dev/null", url], name=name,
-            networks=networks[:1], labels={NAMESPACE: stack},
+            image, argv, name=name,
+            networks=[network], labels={NAMESPACE: stack},
             mode=docker.types.ServiceMode("replicated-job"),
             restart_policy=docker.types.RestartPolicy(condition="none"))
         try:
