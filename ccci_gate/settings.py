@@ -17,6 +17,7 @@ import voluptuous as v
 import yaml
 
 from .pki import TlsFiles
+from .retention import Policy
 
 HostPort = tuple[str, int]
 
@@ -55,6 +56,7 @@ SCHEMA = v.Schema({
         v.Optional("max-builds", default=1): v.All(int, v.Range(min=1)),
     },
     v.Optional("connections", default={}): {str: {v.Required("driver"): str, v.Extra: object}},
+    v.Optional("retention", default={}): v.Any(None, dict),   # checked by retention.Policy
 }, extra=v.PREVENT_EXTRA)
 
 
@@ -79,6 +81,7 @@ class Settings:
     worker_labels: list[str] = field(default_factory=list)
     worker_max_builds: int = 1
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retention: Policy = field(default_factory=Policy)
 
     @property
     def embedded_gearman(self) -> bool:
@@ -125,6 +128,10 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         raise ValueError(f"{path or 'settings'}: " + "; ".join(
             f"{'.'.join(map(str, e.path)) or '(top)'}: {e.msg}" for e in exc.errors)) from None
     worker = data["worker"]
+    try:
+        retention = Policy.parse(data["retention"])
+    except ValueError as exc:
+        raise ValueError(f"{path or 'settings'}: {exc}") from None
     return Settings(
         state_dir=Path(data["state-dir"]),
         listen=parse_hostport(data["listen"], 8001),
@@ -143,4 +150,5 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         worker_labels=list(worker["labels"]),
         worker_max_builds=worker["max-builds"],
         connections=dict(data["connections"]),
+        retention=retention,
     )
