@@ -24,7 +24,8 @@ import requests
 from .gearman.protocol import tune_threads
 
 # modules under ccci_gate/commands/ that add subcommands (each has register(sub))
-COMMAND_MODULES: list[Any] = []
+from .commands import logs as _logs_command, replay as _replay_command
+COMMAND_MODULES: list[Any] = [_logs_command, _replay_command]
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
