@@ -114,3 +114,50 @@ def test_replay_of_a_failing_build_exits_1_and_an_unknown_one_2(world):
     assert f"of build {build}: FAILURE" in run.stderr
     unknown = ccci("replay", "0" * 32, "--url", gk.web_url, "--gearman", gearman)
     assert unknown.returncode == 2 and "no such build" in unknown.stderr
+
+
+def test_replay_on_a_tls_pool_submits_with_the_gatekeepers_certificate(tmp_path):
+    """A pool on TLS (the embedded server's ACL): a replay submits with the gatekeeper's
+    certificate (``--tls-dir STATE_DIR/tls``); a worker's certificate may not submit."""
+    from ccci_gate import pki
+    from conftest import free_port
+    tls_dir = tmp_path / "state" / "tls"
+    pki.init(tls_dir)
+    (tmp_path / "w1").mkdir()
+    csr = pki.request("w1", tmp_path / "w1")
+    (tmp_path / "w1" / "worker.crt").write_bytes(pki.sign(csr.read_bytes(), tls_dir))
+    (tmp_path / "w1" / "ca.crt").write_bytes((tls_dir / "ca.crt").read_bytes())
+    repos = tmp_path / "repos"
+    make_repo(repos, "org/app", {1: {"README.md": "one\n"}})
+    layouts, jobs_dir = write_layout(tmp_path, admin_pipeline("check"), PROJECTS, JOBS, SCRIPTS)
+    port = free_port()
+    gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, worker={"enabled": False},
+                          **{"gearman-listen": f"127.0.0.1:{port}",
+                             "gearman-tls-dir": str(tls_dir)})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ccci_gate.cli", "worker", "--gearman", f"127.0.0.1:{port}",
+         "--jobs", str(jobs_dir), "--workdir", str(tmp_path / "wd"), "--name", "w1",
+         "--tls-dir", str(tmp_path / "w1")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
+        [item] = finished(gk)
+        assert item["result"] == "SUCCESS", item
+        build = item["jobs"][0]["id"]
+        env = {"DEPLOY_PASSWORD": SECRET}
+        run = ccci("replay", build, "--url", gk.web_url, "--gearman", f"127.0.0.1:{port}",
+                   "--tls-dir", str(tls_dir), env=env)
+        assert run.returncode == 0 and "password-ok" in run.stdout, run.stderr
+        plain = ccci("replay", build, "--url", gk.web_url, "--gearman", f"127.0.0.1:{port}",
+                     "--timeout", "20", env=env)
+        assert plain.returncode == 2 and "password-ok" not in plain.stdout
+        assert "(a pool on TLS? pass --tls-dir)" in plain.stderr
+        as_worker = ccci("replay", build, "--url", gk.web_url, "--gearman", f"127.0.0.1:{port}",
+                         "--tls-dir", str(tmp_path / "w1"), "--tls-name", "worker",
+                         "--timeout", "20", env=env)
+        assert as_worker.returncode == 2 and "password-ok" not in as_worker.stdout
+        assert "only the gatekeeper's certificate submit" in as_worker.stderr
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(10)
+        gk.stop()

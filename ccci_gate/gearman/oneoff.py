@@ -80,15 +80,20 @@ def run_once(servers: list[tuple[str, int]], function: str, parameters: Mapping[
         except Exception as exc:  # noqa: BLE001 - gear raises a bare Exception on timeout
             raise OneOffError(f"no Gearman server answered within {CONNECT_TIMEOUT:.0f} s "
                               f"({exc})") from None
-        if not _registered(client, function):
-            raise OneOffError(f"no worker registers {function} on "
-                              f"{', '.join(f'{h}:{p}' for h, p in servers)}")
+        where = ", ".join(f"{h}:{p}" for h, p in servers)
+        registered = _registered(client, function)
+        if registered is None:
+            raise OneOffError(f"no Gearman server on {where} answered an admin request"
+                              + ("" if tls else " (a pool on TLS? pass --tls-dir)"))
+        if not registered:
+            raise OneOffError(f"no worker registers {function} on {where}")
         job = gear.Job(function.encode(), protocol.encode_parameters(parameters),
                        unique=unique.encode())
         try:
             client.submitJob(job, timeout=CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - gear's errors share no base class
-            raise OneOffError(f"submitting {function}: {exc!r}") from None
+            hint = " (a pool on TLS lets only the gatekeeper's certificate submit)" if tls else ""
+            raise OneOffError(f"submitting {function}: {exc}{hint}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
         while not client.done.wait(0.2):
             if deadline is not None and time.monotonic() > deadline:
@@ -109,10 +114,13 @@ def _result_of(job: Any) -> str | None:
     return None
 
 
-def _registered(client: gear.Client, function: str) -> bool:
+def _registered(client: gear.Client, function: str) -> bool | None:
+    """Whether a worker has ``function``; None when no server answered."""
+    answered = False
     for conn in list(client.active_connections):
         answer = admin(conn, gear.StatusAdminRequest())
+        answered = answered or answer is not None
         for name, _total, _running, workers in parse_status(answer or b""):
             if name == function and workers > 0:
                 return True
-    return False
+    return False if answered else None
