@@ -34,7 +34,7 @@ from typing import Iterator, NamedTuple
 log = logging.getLogger("ccci_gate.logstore")
 
 RUNNING, FINISHED = "running", "finished"
-_STRIPES = 64        # locks shared by build ids (appends and finish of one id exclude)
+_STRIPES = 64        # locks shared by build ids: an append, a finish's swap, a removal
 _MAX_RATIO = 1100    # deflate expands at most ~1032:1: below 2**32 / this, ISIZE is exact
 
 
@@ -78,18 +78,35 @@ class LogStore:
                 fh.write(text)
 
     def finish(self, build_id: str) -> bool:
-        """Compress a running log; False when there was none (no output, or done)."""
-        with self._lock(build_id):
-            plain, packed = self.plain(build_id), self.packed(build_id)
-            tmp = self.root / f".{build_id}.log.gz.part"
+        """Compress a running log; False when there was none (no output, or done) or it
+        kept growing. The lock is held only to swap the files, never while compressing:
+        an append (gear's poll thread) never waits on a big file."""
+        plain, packed = self.plain(build_id), self.packed(build_id)
+        tmp = self.root / f".{build_id}.log.gz.part"
+        for _ in range(3):
             try:
+                size = plain.stat().st_size
                 with open(plain, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    left = size
+                    while left and (chunk := src.read(min(left, 1 << 20))):
+                        dst.write(chunk)
+                        left -= len(chunk)
             except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
                 return False
-            os.replace(tmp, packed)
-            plain.unlink()
-            return True
+            with self._lock(build_id):
+                try:
+                    if plain.stat().st_size != size:
+                        continue   # a chunk came meanwhile: compress again
+                except FileNotFoundError:
+                    tmp.unlink(missing_ok=True)
+                    return False
+                os.replace(tmp, packed)
+                plain.unlink()
+                return True
+        tmp.unlink(missing_ok=True)
+        log.info("the log of build %s keeps growing: left uncompressed", build_id)
+        return False
 
     def finish_later(self, build_id: str) -> None:
         """:meth:`finish` on the store's own thread (never blocks the caller)."""

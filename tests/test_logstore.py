@@ -143,3 +143,21 @@ def test_unknown_and_expired_logs(served):
     assert "expired" in gone.json()["error"] and "older than 30d" in gone.json()["error"]
     record = requests.get(f"{web.url}/builds/{build}.json", timeout=10).json()
     assert record["log"]["state"] == "expired" and record["log"]["reason"] == "older than 30d"
+
+
+def test_no_chunk_is_lost_when_appends_race_finishes(tmp_path):
+    """Appends (gear's poll thread) racing finishes (the compressing thread, a late chunk
+    reopening the log): the text at the end is every chunk, once, in order."""
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    lines = [f"chunk {i} {'x' * (i % 97)}\n" for i in range(4000)]
+    writer = threading.Thread(target=lambda: [logs.append(build, line) for line in lines])
+    writer.start()
+    finishes = 0
+    while writer.is_alive():
+        finishes += logs.finish(build)
+    writer.join()
+    logs.finish(build)
+    assert finishes > 0, "the race was run"
+    assert logs.read(build) == "".join(lines).encode()
+    assert logs.state(build) == "finished" and not list(tmp_path.glob(".*"))
