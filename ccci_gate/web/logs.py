@@ -79,8 +79,8 @@ class LogRoutes:
         build_id = request.path.rsplit("/", 1)[-1]
         if not BUILD_ID.match(build_id):
             return Response.error(404, "no such build")
-        length = self.logs.size(build_id)
-        if length is None:
+        state = self.logs.state(build_id)
+        if state is None:
             expired = self.store.logs_expired([build_id]).get(build_id)
             if expired is not None:
                 return Response.error(410, f"the log of build {build_id} expired: retention "
@@ -88,18 +88,19 @@ class LogRoutes:
                                            f"({expired['reason']})")
             if self.store.build(build_id) is None:
                 return Response.error(404, "no such build")
-            length = 0
-        state = self.logs.state(build_id) or RUNNING
+            state = RUNNING   # no output yet
         headers = {"Content-Type": "text/plain; charset=utf-8", "Accept-Ranges": "bytes",
                    "X-Log-State": state, "Vary": "Accept-Encoding"}
-        wanted = parse_range(request.header("range"), length)
-        if wanted == "unsatisfiable":
-            return Response(416, b"", {**headers, "Content-Range": f"bytes */{length}"})
-        if isinstance(wanted, tuple):
-            start, end = wanted
-            body = self.logs.read(build_id, start, end) or b""
-            return Response(206, body, {**headers, "Content-Range":
-                                        f"bytes {start}-{start + len(body) - 1}/{length}"})
+        if request.header("range"):
+            length = self.logs.size(build_id) or 0
+            wanted = parse_range(request.header("range"), length)
+            if wanted == "unsatisfiable":
+                return Response(416, b"", {**headers, "Content-Range": f"bytes */{length}"})
+            if isinstance(wanted, tuple):
+                start, end = wanted
+                body = self.logs.read(build_id, start, end) or b""
+                return Response(206, body, {**headers, "Content-Range":
+                                            f"bytes {start}-{start + len(body) - 1}/{length}"})
         if state == FINISHED and accepts_gzip(request.header("accept-encoding")):
             packed = self.logs.read_packed(build_id)
             if packed is not None:
