@@ -5,7 +5,8 @@ Vocabulary:
 - a **running** log is ``<build-id>.log``, plain text appended to while its build runs
   (the dispatcher writes the chunks workers stream: :meth:`LogStore.append`);
 - a **finished** log is ``<build-id>.log.gz``: when its build ends the plain file is
-  compressed once (:meth:`LogStore.finish`), atomically — written to a temporary file,
+  compressed once (:meth:`LogStore.finish`; a gzip any reader reads, with an index that
+  lets a range start near its offset: ``seekgz.py``), atomically — written to a temporary file,
   renamed into place, then the plain file removed. Until that removal both files hold
   the same text, and a reader that had the plain file open keeps reading it (the file
   lives on until it closes it);
@@ -31,6 +32,8 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
+
+from . import seekgz
 
 log = logging.getLogger("ccci_gate.logstore")
 
@@ -87,11 +90,8 @@ class LogStore:
         for _ in range(3):
             try:
                 size = plain.stat().st_size
-                with open(plain, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-                    left = size
-                    while left and (chunk := src.read(min(left, 1 << 20))):
-                        dst.write(chunk)
-                        left -= len(chunk)
+                with open(plain, "rb") as src, open(tmp, "wb") as dst:
+                    seekgz.write(src, size, dst)
             except FileNotFoundError:
                 tmp.unlink(missing_ok=True)
                 return False
@@ -179,7 +179,9 @@ class LogStore:
             except FileNotFoundError:
                 pass
             try:
-                return gz_size(self.packed(build_id))
+                with open(self.packed(build_id), "rb") as fh:
+                    found = seekgz.index(fh)
+                return found[0] if found else gz_size(self.packed(build_id))
             except FileNotFoundError:
                 pass
         return None
@@ -194,9 +196,14 @@ class LogStore:
             except FileNotFoundError:
                 pass
             try:
-                with gzip.open(self.packed(build_id), "rb") as fh:
-                    fh.seek(start)
-                    return fh.read() if end is None else fh.read(max(0, end - start))
+                with open(self.packed(build_id), "rb") as raw:
+                    text = seekgz.read_range(raw, start, end)
+                    if text is not None:
+                        return text
+                    raw.seek(0)
+                    with gzip.open(raw, "rb") as fh:   # a gzip not written here
+                        fh.seek(start)
+                        return fh.read() if end is None else fh.read(max(0, end - start))
             except FileNotFoundError:
                 pass
         return None

@@ -175,3 +175,39 @@ def test_the_length_of_a_big_finished_log_is_exact(tmp_path):
     assert logs.packed(build).stat().st_size > 2 ** 32 // 1100
     assert logs.size(build) == len(text) == gz_size(logs.packed(build))
     assert logs.read(build, len(text) - 5) == text[-5:].encode()
+
+
+def test_seekable_gzip_is_plain_gzip_to_any_reader_and_ranges_start_near_their_offset(
+        tmp_path):
+    import io
+    import random
+    import shutil
+    import subprocess
+    from ccci_gate import seekgz
+    text = "".join(f"{i} {os.urandom(8).hex()} {'ab' * (i % 50)}\n" for i in range(20000))
+    data = text.encode()
+    path = tmp_path / "x.log.gz"
+    with open(path, "wb") as dst:
+        seekgz.write(io.BytesIO(data), len(data), dst, block=4096)
+    assert gzip.decompress(path.read_bytes()) == data
+    if shutil.which("zcat"):
+        assert subprocess.run(["zcat", str(path)], capture_output=True).stdout == data
+    with open(path, "rb") as fh:
+        total, points = seekgz.index(fh)
+        assert total == len(data) and len(points) == -(-len(data) // 4096)
+        rng = random.Random(7)
+        for _ in range(200):
+            a = rng.randrange(len(data))
+            b = rng.randrange(a, len(data) + 10)
+            assert seekgz.read_range(fh, a, b) == data[a:b]
+        assert seekgz.read_range(fh, len(data) - 3, None) == data[-3:]
+        assert seekgz.read_range(fh, len(data), None) == b""
+    foreign = tmp_path / "foreign.gz"
+    foreign.write_bytes(gzip.compress(data))
+    with open(foreign, "rb") as fh:
+        assert seekgz.index(fh) is None and seekgz.read_range(fh, 0, 10) is None
+    # the log store reads a gzip it did not write the slow way
+    logs = LogStore(tmp_path / "logs")
+    build = uuid.uuid4().hex
+    logs.packed(build).write_bytes(gzip.compress(data))
+    assert logs.size(build) == len(data) and logs.read(build, 100, 200) == data[100:200]
