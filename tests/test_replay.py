@@ -120,7 +120,7 @@ def test_replay_on_a_tls_pool_submits_with_the_gatekeepers_certificate(tmp_path)
     """A pool on TLS (the embedded server's ACL): a replay submits with the gatekeeper's
     certificate (``--tls-dir STATE_DIR/tls``); a worker's certificate may not submit."""
     from ccci_gate import pki
-    from conftest import free_port
+    from waiting import free_port
     tls_dir = tmp_path / "state" / "tls"
     pki.init(tls_dir)
     (tmp_path / "w1").mkdir()
