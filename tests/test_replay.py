@@ -29,6 +29,9 @@ jobs:
       DEPLOY_PASSWORD: {SECRET}
 """
 SCRIPTS = {"hello.sh": """
+    if [ "$DEPLOY_PASSWORD" = wait-forever-please ]; then
+        echo "blocking pid $$"; while true; do sleep 0.1; done
+    fi
     echo "greeting=$GREETING"
     test "$DEPLOY_PASSWORD" = "%s" && echo password-ok
     echo "head: $(git log -1 --format=%%s)"
@@ -114,6 +117,34 @@ def test_replay_of_a_failing_build_exits_1_and_an_unknown_one_2(world):
     assert f"of build {build}: FAILURE" in run.stderr
     unknown = ccci("replay", "0" * 32, "--url", gk.web_url, "--gearman", gearman)
     assert unknown.returncode == 2 and "no such build" in unknown.stderr
+
+
+def test_an_interrupted_replay_stops_its_build_on_the_worker(world):
+    import re
+    import signal
+    import time
+    gk, gearman, _jobs_dir, _tmp = world
+    admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
+    [item] = finished(gk)
+    build = item["jobs"][0]["id"]
+    environ = {k: v for k, v in os.environ.items() if k != "DEPLOY_PASSWORD"}
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
+         "--gearman", gearman], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"})
+    line = replay.stdout.readline().decode()
+    while "blocking pid" not in line:
+        assert line, replay.stderr.read().decode()
+        line = replay.stdout.readline().decode()
+    pid = int(re.search(r"blocking pid (\d+)", line).group(1))
+    assert os.path.exists(f"/proc/{pid}")
+    replay.send_signal(signal.SIGINT)
+    assert replay.wait(30) == 130
+    assert "asked replayer to stop build" in replay.stderr.read().decode()
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), "the build still runs on the worker"
 
 
 def test_replay_on_a_tls_pool_submits_with_the_gatekeepers_certificate(tmp_path):

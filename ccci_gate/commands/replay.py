@@ -12,6 +12,7 @@ environment under the same name, or the replay says which are missing and runs n
   ``--tls-dir``: on a pool with TLS only the gatekeeper's certificate may submit) under
   a new build id (``gearman/oneoff.py``); its log is printed as it comes, the result on
   stderr; exit 0 SUCCESS, 1 FAILURE, 3 any other result or none (the worker was lost);
+  interrupted (130) or past ``--timeout`` (2), the worker is asked to stop the build;
 - ``--print``: print the shell commands that run it by hand: the parameters as
   ``export`` lines (values shell-quoted; secrets never printed — the script stops
   unless they are set), the workspace fetched from ``ZUUL_URL``/``ZUUL_PROJECT`` at

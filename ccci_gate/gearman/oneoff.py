@@ -4,10 +4,13 @@
 a fresh unique (the build id the worker uses), prints nothing itself: the worker's log
 chunks go to ``on_log`` as they arrive, and its result is returned. The gatekeeper never
 hears of it: no item, no report, no retry. A function no worker registers is refused at
-once (gear.Server would queue it forever).
+once (gear.Server would queue it forever). Interrupted (Ctrl-C) or past its timeout, it
+asks the worker that took the build to stop it (``stop:<worker>``), as the gatekeeper
+does, so nothing keeps running unattended.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -17,6 +20,8 @@ import gear
 from ..pki import TlsFiles
 from . import protocol
 from .client import admin, parse_status
+
+log = logging.getLogger("ccci_gate.replay")
 
 CONNECT_TIMEOUT = 10.0
 
@@ -31,6 +36,7 @@ class _Client(gear.Client):
         self.on_log = on_log
         self.on_start = on_start
         self.done = threading.Event()
+        self.worker = ""
 
     def _onConnect(self, conn):  # noqa: N802 - gear's name
         protocol.set_nodelay(conn.conn)
@@ -43,7 +49,8 @@ class _Client(gear.Client):
         if "log" in message:
             self.on_log(str(message["log"]))
         elif "name" in message:
-            self.on_start(str(message["name"]))
+            self.worker = str(message["name"])
+            self.on_start(self.worker)
         return job
 
     def handleWorkComplete(self, packet):  # noqa: N802
@@ -95,14 +102,33 @@ def run_once(servers: list[tuple[str, int]], function: str, parameters: Mapping[
             hint = " (a pool on TLS lets only the gatekeeper's certificate submit)" if tls else ""
             raise OneOffError(f"submitting {function}: {exc}{hint}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not client.done.wait(0.2):
-            if deadline is not None and time.monotonic() > deadline:
-                raise OneOffError(f"no result within {timeout:.0f} s")
+        try:
+            while not client.done.wait(0.2):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise OneOffError(f"no result within {timeout:.0f} s")
+        except (KeyboardInterrupt, OneOffError):
+            _stop(client, unique)   # never leave it running unattended
+            raise
         if job.failure or job.exception or not job.complete:
             return None
         return _result_of(job)
     finally:
         client.shutdown()
+
+
+def _stop(client: _Client, unique: str) -> None:
+    """Ask the worker running the build to stop it (``stop:<worker>``), if one took it."""
+    if not client.worker:
+        return
+    job = gear.Job(protocol.stop_function(client.worker).encode(),
+                   protocol.encode({"build_id": unique}), unique=f"stop-{unique}".encode())
+    try:
+        client.submitJob(job, background=True, precedence=gear.PRECEDENCE_HIGH,
+                         timeout=CONNECT_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - gear's errors share no base class
+        log.warning("could not ask %s to stop build %s: %r", client.worker, unique, exc)
+    else:
+        log.info("asked %s to stop build %s", client.worker, unique)
 
 
 def _result_of(job: Any) -> str | None:
