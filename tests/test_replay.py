@@ -145,6 +145,18 @@ def test_an_interrupted_replay_stops_its_build_on_the_worker(world):
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{pid}"), "the build still runs on the worker"
+    # past --timeout: the same
+    timed = subprocess.run(
+        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
+         "--gearman", gearman, "--timeout", "3"], capture_output=True, text=True, timeout=60,
+        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"})
+    assert timed.returncode == 2 and "no result within 3 s" in timed.stderr
+    assert "asked replayer to stop build" in timed.stderr
+    pid = int(re.search(r"blocking pid (\d+)", timed.stdout).group(1))
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), "the timed-out build still runs on the worker"
 
 
 def test_replay_on_a_tls_pool_submits_with_the_gatekeepers_certificate(tmp_path):
