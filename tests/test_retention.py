@@ -89,12 +89,16 @@ class World:
         return build, buildset
 
 
-def test_a_pass_removes_what_is_past_its_age_and_never_a_running_log(tmp_path):
+def test_a_pass_removes_what_is_past_its_age_and_never_a_running_log(tmp_path, caplog):
     w = World(tmp_path, Policy(max_age=30 * DAY, max_bytes=None))
     old, old_set = w.build(age=40 * DAY, artifacts=5000)
     new, new_set = w.build(age=1 * DAY, artifacts=5000)
     running, running_set = w.build(age=40 * DAY, live=True, artifacts=5000)
-    freed = w.janitor.run_pass()
+    size = w.logs.packed(old).stat().st_size
+    with caplog.at_level("INFO", logger="ccci_gate.retention"):
+        freed = w.janitor.run_pass()
+    assert f"retention pass freed 1 logs ({size}B), 1 artifact sets (4.9k), 0 history items" \
+        in caplog.text
     assert freed["logs"] == 1 and freed["artifacts"] == 1 and freed["items"] == 0
     assert w.logs.state(old) is None and not (w.artifacts / old_set).exists()
     assert w.logs.state(new) == "finished" and (w.artifacts / new_set).exists()
