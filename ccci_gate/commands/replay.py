@@ -32,7 +32,6 @@ from typing import Any
 
 import requests
 
-from ..buildparams import is_secret
 from .logs import EXIT, NO_LOG, OTHER_RESULT
 
 HANDOFF = ("CCCI_RESULT_URL", "CCCI_RESULT_TOKEN")   # handoff.py: for the gatekeeper only
