@@ -5,6 +5,8 @@ touched. Real files, SQLite, a real listener; time moved by the janitor's clock.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -183,5 +185,8 @@ def test_the_gatekeeper_shows_an_expired_log_and_disk_use(tmp_path):
         assert page["jobs"][0]["log_expired"]["reason"] == "older than 30d"
         record = requests.get(f"{gk.web_url}/builds/{build}.json", timeout=10).json()
         assert record["log"]["state"] == "expired" and record["result"] == "SUCCESS"
+        logs = subprocess.run([sys.executable, "-m", "ccci_gate.cli", "logs", "-f", build,
+                               "--url", gk.web_url], capture_output=True, text=True, timeout=60)
+        assert logs.returncode == 2 and "expired" in logs.stderr and logs.stdout == ""
     finally:
         gk.stop()
