@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -152,7 +153,12 @@ def test_no_chunk_is_lost_when_appends_race_finishes(tmp_path):
     logs = LogStore(tmp_path)
     build = uuid.uuid4().hex
     lines = [f"chunk {i} {'x' * (i % 97)}\n" for i in range(4000)]
-    writer = threading.Thread(target=lambda: [logs.append(build, line) for line in lines])
+    def write() -> None:
+        for i, line in enumerate(lines):
+            logs.append(build, line)
+            if i % 100 == 99:
+                time.sleep(0.005)   # bursts, as workers flush: finishes land in between too
+    writer = threading.Thread(target=write)
     writer.start()
     finishes = 0
     while writer.is_alive():
