@@ -3,9 +3,11 @@ real git, shell jobs): a running build followed to its end, the exit status its 
 the finished log compressed at rest and read back the same."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -114,3 +116,53 @@ def test_logs_of_an_unknown_build_exit_2_with_the_reason(gatekeeper):
     proc = logs_cli(gatekeeper, "-f", "0" * 32)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and out == b"" and "no such build" in err.decode()
+
+
+def test_a_follower_waits_out_a_gatekeeper_restart(tmp_path):
+    """The gatekeeper restarts under a followed build (a ``ccci-gate worker`` process on
+    the embedded server's port): the follower waits, then follows the build on to its
+    end, and prints the whole log once."""
+    from e2e_helpers import free_port, worker_process
+    repos = tmp_path / "repos"
+    make_repo(repos, "org/app", {1: {"README.md": "one\n"}})
+    hold = tmp_path / "release"
+    layouts, jobs_dir = write_layout(tmp_path, admin_pipeline("check"), PROJECTS, jobs(hold),
+                                     SCRIPTS)
+    web, gearman = free_port(), free_port()
+    settings = {"listen": f"127.0.0.1:{web}", "gearman-listen": f"127.0.0.1:{gearman}",
+                "worker": {"enabled": False}}
+    gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, **settings)
+    worker = worker_process(f"127.0.0.1:{gearman}", jobs_dir, tmp_path / "wd", "w1")
+    follower = None
+    try:
+        admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
+        build = running_build(gk)
+        follower = logs_cli(gk, "-f", build)
+        seen = bytearray()
+
+        def read() -> None:
+            while chunk := follower.stdout.read1(65536):
+                seen.extend(chunk)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_for(lambda: b"before hold 299" in seen, 60, "the follower to print the first part")
+        gk.stop()
+        time.sleep(2)   # the follower finds nobody listening for a few polls
+        gk = start_gatekeeper(tmp_path, layouts, jobs_dir, repos, **settings)
+        # the worker lost its server and aborted the build; the restarted gatekeeper runs
+        # it again under its own id, into the same log
+        wait_for(lambda: seen.count(b"before hold 299") == 2, 90, "the build to run again")
+        hold.write_text("go")
+        assert follower.wait(60) == 0
+        reader.join(10)
+        stderr = follower.stderr.read().decode()
+        assert stderr.count("the gatekeeper does not answer") == 1, stderr
+        assert f"build {build}: SUCCESS" in stderr
+        wait_for(lambda: gk.logs.state(build) == "finished", 30, "the log to be compressed")
+        assert bytes(seen) == requests.get(f"{gk.web_url}/logs/{build}", timeout=10).content
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+        os.killpg(worker.pid, 15)
+        worker.wait(10)
+        gk.stop()

@@ -7,7 +7,9 @@ the log never be finished (its compression missed), once the build has a result
 (``GET /builds/<id>.json``) and nothing new came for ``SETTLE`` seconds; a finished log
 whose build never got a result (a lost attempt, retried under another id) ends as
 ``NO RESULT`` after as long. It works the same on a build that finished long ago: one
-read, and the result.
+read, and the result. A gatekeeper that stops answering once a log is being followed
+(a restart) is waited for, up to ``RECONNECT`` seconds, and the log followed on from
+where it was.
 
 With ``-f`` the result is said on stderr and the exit status reflects it: 0 SUCCESS,
 1 FAILURE, 3 any other result (ERROR, TIMED_OUT, ABORTED, ...). Without ``-f`` the exit
@@ -25,6 +27,7 @@ import requests
 
 POLL = 0.5        # seconds between reads of a running log
 SETTLE = 3.0      # seconds of silence after the build's result before giving up on the end
+RECONNECT = 300.0  # seconds a follower waits for a gatekeeper that stopped answering
 EXIT = {"SUCCESS": 0, "FAILURE": 1}
 OTHER_RESULT, NO_LOG = 3, 2
 NO_RESULT = "NO RESULT (a lost attempt: its retry is another build)"
@@ -67,12 +70,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def follow(url: str, build_id: str, out: BinaryIO, poll: float = POLL,
            settle: float = SETTLE) -> str:
     """Write the log to ``out`` as it grows until the build ends; its result."""
-    offset, quiet_since = 0, time.monotonic()
+    offset, quiet_since, reached = 0, time.monotonic(), False
     with requests.Session() as http:
         while True:
-            resp = http.get(f"{url}/logs/{build_id}", timeout=30,
-                            headers={"Range": f"bytes={offset}-", "Accept-Encoding": "identity"})
+            resp = _get(http, f"{url}/logs/{build_id}",
+                        {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"},
+                        patient=reached)
             _check(resp)
+            reached = True
             finished = resp.headers.get("X-Log-State") == "finished"
             if resp.status_code == 206 and resp.content:
                 out.write(resp.content)
@@ -92,8 +97,32 @@ def follow(url: str, build_id: str, out: BinaryIO, poll: float = POLL,
             time.sleep(poll)
 
 
+def _get(http: requests.Session, url: str, headers: dict[str, str] | None = None,
+         patient: bool = True) -> requests.Response:
+    """GET; when ``patient``, retried while the gatekeeper does not answer (a restart)
+    for up to ``RECONNECT`` seconds, said once on stderr."""
+    since: float | None = None
+    while True:
+        try:
+            resp = http.get(url, headers=headers, timeout=30)
+            if resp.status_code < 500:
+                return resp
+            problem = f"{resp.status_code} {resp.text.strip()[:200]}"
+        except requests.ConnectionError as exc:
+            problem = str(exc)
+        if not patient:
+            raise requests.ConnectionError(problem)
+        if since is None:
+            since = time.monotonic()
+            print("ccci-gate logs: the gatekeeper does not answer; following again when it "
+                  "does", file=sys.stderr)
+        elif time.monotonic() - since > RECONNECT:
+            raise requests.ConnectionError(f"no answer for {RECONNECT:.0f} s: {problem}")
+        time.sleep(1.0)
+
+
 def _result(http: requests.Session, url: str, build_id: str) -> str | None:
-    resp = http.get(f"{url}/builds/{build_id}.json", timeout=30)
+    resp = _get(http, f"{url}/builds/{build_id}.json")
     _check(resp)
     return resp.json().get("result") or None
 
