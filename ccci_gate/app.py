@@ -120,7 +120,8 @@ class Gatekeeper:
             change_ref=lambda project, n: settings.change_ref.format(change=n, project=project),
             resolve_change=self._resolve_change,
             notify_push=self._pushed, web_url=web_url,
-            logs=LogRoutes(self.logs, self.store, lambda: self.scheduler.snapshot.layout.jobs),
+            logs=LogRoutes(self.logs, self.store, lambda: self.scheduler.snapshot.layout.jobs,
+                           web_url),
             disk=lambda: self.janitor.disk)
         self.janitor = Janitor(settings.retention, self.logs, self.store, state / "artifacts", {
             "logs": lambda: self.log_dir, "artifacts": lambda: state / "artifacts",

@@ -72,6 +72,7 @@ def test_replay_on_a_worker_and_by_hand(world):
     assert data["function"] == "build:hello" and data["job_config"]["kind"] == "shell"
     assert {"DEPLOY_PASSWORD", "CCCI_RESULT_TOKEN"} <= set(data["secrets"])
     assert data["parameters"]["ZUUL_PROJECT"] == "org/app"
+    assert data["replay"] == f"ccci-gate replay {build} --url {gk.web_url}"
     assert "DEPLOY_PASSWORD" not in data["parameters"]
     assert requests.get(f"{gk.web_url}/builds/{'0' * 32}.json", timeout=10).status_code == 404
 

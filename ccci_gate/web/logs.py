@@ -11,8 +11,9 @@
   answers 410 Gone, saying when and why; a build with no output yet answers an empty
   running log.
 - ``GET /builds/<build-id>.json``: the build's row (job, result, times, worker), its log
-  (state, length, or when it expired), its job's kind and script, and the parameters it
-  was dispatched with — the names of secret ones only (``buildparams.py``).
+  (state, length, or when it expired), its job's kind and script, the parameters it
+  was dispatched with — the names of secret ones only (``buildparams.py``) — and
+  ``replay``, the command that runs it again (``commands/replay.py``).
 """
 from __future__ import annotations
 
@@ -66,10 +67,11 @@ class LogRoutes:
     """``/logs/<id>`` and ``/builds/<id>.json``; ``annotate`` marks expired logs."""
 
     def __init__(self, logs: LogStore, store: Store,
-                 jobs: Callable[[], Mapping[str, Any]] = dict):
+                 jobs: Callable[[], Mapping[str, Any]] = dict, web_url: str = ""):
         self.logs = logs
         self.store = store
         self.jobs = jobs        # the running layout's job configs, by name
+        self.web_url = web_url.rstrip("/")
 
     def register(self, router: Router) -> None:
         router.add("GET", "/logs/", self.log)
@@ -119,6 +121,8 @@ class LogRoutes:
             data["job_config"] = {"kind": job.kind, "run": job.run, "function": job.function}
         params = self.store.params(build_id)
         if params is not None:
+            data["replay"] = f"ccci-gate replay {build_id}" + (
+                f" --url {self.web_url}" if self.web_url else "")
             data.update(function=params["function"], secrets=params["secrets"],
                         parameters={k: v for k, v in params["parameters"].items()
                                     if not is_secret(k)})
