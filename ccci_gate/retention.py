@@ -175,10 +175,9 @@ class Janitor:
         now = self.clock()
         freed = {"logs": 0, "log_bytes": 0, "artifacts": 0, "artifact_bytes": 0, "items": 0,
                  "packed": 0}
-        finished = self.store.finished_builds()
-        for f in list(self.logs.files()):
-            if not f.finished and f.build_id in finished and now - f.mtime > IDLE:
-                freed["packed"] += int(self.logs.finish(f.build_id))
+        idle = [f.build_id for f in self.logs.files() if not f.finished and now - f.mtime > IDLE]
+        for build_id in self.store.finished_builds(idle):
+            freed["packed"] += int(self.logs.finish(build_id))
         if self.policy.history_max_age is not None:
             items, builds, buildsets = self.store.forget_items(now - self.policy.history_max_age)
             freed["items"] = len(items)
@@ -187,12 +186,15 @@ class Janitor:
             for buildset in buildsets:
                 self._count(freed, "artifacts", self._remove_artifacts(self.artifacts / buildset))
         live = self.store.live_buildsets()
+        artifact_sets = self._artifact_sets()
         candidates = [(f.mtime, "log", f.build_id, f.bytes) for f in self.logs.files()
                       if f.finished]
         candidates += [(mtime, "artifacts", name, size) for name, mtime, size
-                       in self._artifact_sets() if name not in live and now - mtime > IDLE]
+                       in artifact_sets if name not in live and now - mtime > IDLE]
         candidates.sort()
         expired: dict[str, list[str]] = {}
+        artifacts_left = sum(size for _n, _m, size in artifact_sets)
+        freed_so_far = freed["artifact_bytes"]
         if self.policy.max_age is not None:
             reason = f"older than {_age(self.policy.max_age)}"
             keep = []
@@ -203,7 +205,8 @@ class Janitor:
                     keep.append(cand)
             candidates = keep
         if self.policy.max_bytes is not None:
-            total = self.logs.disk_use() + sum(size for _n, _m, size in self._artifact_sets())
+            artifacts_left -= freed["artifact_bytes"] - freed_so_far   # removed for their age
+            total = self.logs.disk_use() + artifacts_left
             reason = f"over the {_size(self.policy.max_bytes)} budget"
             for cand in candidates:
                 if total <= self.policy.max_bytes:

@@ -339,11 +339,16 @@ class Store:
                 out[r["id"]] = {"at": r["at"], "reason": r["reason"]}
         return out
 
-    def finished_builds(self) -> set[str]:
-        """Ids of builds with a result, or of items out of every queue."""
-        return {r["id"] for r in self._rows(
-            "SELECT b.id FROM builds b JOIN items i ON i.id = b.item_id"
-            " WHERE b.result IS NOT NULL OR i.finished_at IS NOT NULL")}
+    def finished_builds(self, build_ids: Iterable[str]) -> set[str]:
+        """Those of ``build_ids`` with a result, or whose item is out of every queue."""
+        ids, out = list(build_ids), set()
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            out |= {r["id"] for r in self._rows(
+                "SELECT b.id FROM builds b JOIN items i ON i.id = b.item_id WHERE b.id IN"
+                f" ({','.join('?' * len(part))}) AND (b.result IS NOT NULL OR"
+                " i.finished_at IS NOT NULL)", tuple(part))}
+        return out
 
     def live_buildsets(self) -> set[str]:
         """Buildsets of items still in a queue (their artifacts are in use)."""

@@ -190,3 +190,14 @@ def test_the_gatekeeper_shows_an_expired_log_and_disk_use(tmp_path):
         assert logs.returncode == 2 and "expired" in logs.stderr and logs.stdout == ""
     finally:
         gk.stop()
+
+
+def test_what_age_removed_counts_no_more_against_the_budget(tmp_path):
+    w = World(tmp_path, Policy(max_age=30 * DAY, max_bytes=1, history_max_age=None))
+    _, old_set = w.build(age=40 * DAY, artifacts=50_000)
+    new, new_set = w.build(age=1 * DAY, artifacts=3000)
+    budget = w.logs.disk_use() + 3000   # both logs and the new artifacts fit
+    w.janitor.policy = Policy(max_age=30 * DAY, max_bytes=budget, history_max_age=None)
+    freed = w.janitor.run_pass()
+    assert not (w.artifacts / old_set).exists() and freed["artifacts"] == 1
+    assert w.logs.state(new) == "finished" and (w.artifacts / new_set).exists()
