@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .config.loader import LayoutError, load_layout
@@ -25,9 +26,12 @@ from .credentials import Signer
 from .drivers.registry import build_connections
 from .gearman.dispatcher import GearmanDispatcher
 from .gearman.server import EmbeddedServer
+from .buildparams import RecordingDispatcher
 from .handoff import HANDOFF_GRACE, HandoffDispatcher, ResultHandoff
 from .jobdefs import JobCatalog
+from .logstore import LogStore
 from .merger import GitMerger, GitSource, git_http_handler
+from .retention import Janitor
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import Store
@@ -37,6 +41,7 @@ from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.metrics import GateMetrics
 from .web.statsd import Statsd
+from .web.logs import LogRoutes
 from .web.routes import Router
 from .web.server import ListenerError, WebServer
 from .worker.daemon import WorkerDaemon
@@ -66,6 +71,7 @@ class Gatekeeper:
         for sub in ("logs", "git", "workspaces"):
             (state / sub).mkdir(parents=True, exist_ok=True)
         self.log_dir = state / "logs"
+        self.logs = LogStore(self.log_dir)
         self.layout: Layout = load_layout(settings.layout)
         self.store = Store(state / "ccci-gate.sqlite")
         self.admin_token = read_admin_token(settings)
@@ -96,8 +102,9 @@ class Gatekeeper:
         self.scheduler_ref: Scheduler | None = None
         self.metrics = GateMetrics(Statsd(*settings.statsd) if settings.statsd else None)
         self.dispatcher = GearmanDispatcher(self.servers, self._emit, self.log_dir, tls=tls,
-                                            grace=settings.gearman_grace,
+                                            grace=settings.gearman_grace, logs=self.logs,
                                             on_taken=self.metrics.taken)
+        self.recorder = RecordingDispatcher(self.dispatcher, self.store)
         self.merger = GitMerger(state / "git", settings.source_url, self._emit,
                                 f"{web_url}/git")
         self.connections = build_connections(settings.connections, self._emit, state)
@@ -111,7 +118,7 @@ class Gatekeeper:
         self.jobdefs.publish(self.layout)
         self.scheduler = Scheduler(
             self.engine, self.merger,
-            HandoffDispatcher(self.dispatcher, self.handoff,
+            HandoffDispatcher(self.recorder, self.handoff,
                               (self.artifacts.parameters, self.jobdefs.parameters)),
             self.store,
             reporters=self.reporters,
@@ -125,7 +132,15 @@ class Gatekeeper:
             reconfigure=self.reconfigure, pool=self.dispatcher.pool,
             change_ref=lambda project, n: settings.change_ref.format(change=n, project=project),
             resolve_change=self._resolve_change,
-            notify_push=self._pushed, web_url=web_url)
+            notify_push=self._pushed, web_url=web_url,
+            logs=LogRoutes(self.logs, self.store, lambda: self.scheduler.snapshot.layout.jobs,
+                           web_url),
+            disk=lambda: self.janitor.disk)
+        self.janitor = Janitor(settings.retention, self.logs, self.store, state / "artifacts", {
+            "logs": lambda: self.log_dir, "artifacts": lambda: state / "artifacts",
+            "git": lambda: state / "git",
+            "state_db": lambda: [Path(f"{self.store.path}{x}") for x in ("", "-wal", "-shm")],
+            "warm_root": _local_warm_root})
         self.api.register(self.router)
         self._watch_metrics()
         self.artifacts.register(self.router)
@@ -220,6 +235,7 @@ class Gatekeeper:
     def start(self) -> None:
         self.scheduler.start(resume=self._resume if self.restored else None)
         self.web.start()
+        self.janitor.start()
         self.timer.start()
         self.watcher.start()
         self.connections.start()
@@ -270,11 +286,12 @@ class Gatekeeper:
         """Stop in order, each part given at most ``STOP_PART`` seconds (SIGTERM ends in a
         bounded time): first what feeds the scheduler, then the scheduler — it handles
         what is queued and saves the engine — then what it reports to."""
-        for part in (self.web, self.timer, self.watcher, self.worker):
+        for part in (self.web, self.timer, self.watcher, self.worker, self.janitor):
             self._stop_part(part)
         self.scheduler.stop()
-        for part in (self.connections, self.dispatcher, self.gearman_server):
+        for part in (self.connections, self.dispatcher, self.gearman_server, self.recorder):
             self._stop_part(part)
+        self.logs.drain(STOP_PART)
         if not self.scheduler.running:
             self.store.close()
         if self.metrics.statsd is not None:
@@ -296,6 +313,13 @@ class Gatekeeper:
         if thread.is_alive():
             log.warning("%s did not stop within %.0f s; leaving it", type(part).__name__,
                         seconds or STOP_PART)
+
+
+def _local_warm_root() -> Path | None:
+    """This host's warm root, when it has one (its disk use is in ``/status.json``)."""
+    from .swarm.warm import default_root
+    root = default_root()
+    return root if root.is_dir() else None
 
 
 class _NotConfiguredOnce(logging.Filter):

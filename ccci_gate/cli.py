@@ -25,9 +25,10 @@ import requests
 from .gearman.protocol import tune_threads
 
 # modules under ccci_gate/commands/ that add subcommands (each has register(sub))
+from .commands import logs as _logs_command, replay as _replay_command
 from .commands import status as _status_command, tls as _tls_command
 
-COMMAND_MODULES: list[Any] = [_status_command, _tls_command]
+COMMAND_MODULES: list[Any] = [_status_command, _tls_command, _logs_command, _replay_command]
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 

@@ -17,6 +17,7 @@ import voluptuous as v
 import yaml
 
 from .pki import TlsFiles
+from .retention import Policy
 
 HostPort = tuple[str, int]
 
@@ -56,6 +57,7 @@ SCHEMA = v.Schema({
     },
     v.Optional("connections", default={}): {str: {v.Required("driver"): str, v.Extra: object}},
     v.Optional("statsd-host", default=""): str,
+    v.Optional("retention", default={}): v.Any(None, dict),   # checked by retention.Policy
 }, extra=v.PREVENT_EXTRA)
 
 
@@ -81,6 +83,7 @@ class Settings:
     worker_max_builds: int = 1
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     statsd: HostPort | None = None   # where counters and timers go too (web/statsd.py)
+    retention: Policy = field(default_factory=Policy)
 
     @property
     def embedded_gearman(self) -> bool:
@@ -127,6 +130,10 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         raise ValueError(f"{path or 'settings'}: " + "; ".join(
             f"{'.'.join(map(str, e.path)) or '(top)'}: {e.msg}" for e in exc.errors)) from None
     worker = data["worker"]
+    try:
+        retention = Policy.parse(data["retention"])
+    except ValueError as exc:
+        raise ValueError(f"{path or 'settings'}: {exc}") from None
     return Settings(
         state_dir=Path(data["state-dir"]),
         listen=parse_hostport(data["listen"], 8001),
@@ -146,4 +153,5 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         worker_max_builds=worker["max-builds"],
         connections=dict(data["connections"]),
         statsd=parse_hostport(data["statsd-host"], 8125) if data["statsd-host"] else None,
+        retention=retention,
     )

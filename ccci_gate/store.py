@@ -12,6 +12,10 @@ recovers (:meth:`load_record`, the argument of ``Engine.from_record``):
 - each queue, naming its items by id in order (``queues``, in creation order);
 - each pipeline's own state: paused, batching groups (``pipelines``);
 - the last reported run of each change, for retest-on-merge and retrigger (``last_runs``).
+
+Beside them: each build's parameters as dispatched, secret values left out
+(``build_params``, for ``ccci-gate replay``), and when retention removed a build's log
+(``log_expiry``; ``retention.py`` also deletes whole finished items past their age).
 """
 from __future__ import annotations
 
@@ -60,6 +64,10 @@ CREATE TABLE IF NOT EXISTS last_runs (
     pipeline TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (pipeline, key)
 );
+CREATE TABLE IF NOT EXISTS build_params (
+    id TEXT PRIMARY KEY, function TEXT NOT NULL, params TEXT NOT NULL, secrets TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_expiry (id TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT);
 CREATE TABLE IF NOT EXISTS reports (
     item_id TEXT NOT NULL, phase TEXT NOT NULL, driver TEXT NOT NULL, at REAL,
     PRIMARY KEY (item_id, phase, driver)
@@ -297,3 +305,77 @@ class Store:
 
     def reports_of(self, item_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM reports WHERE item_id = ? ORDER BY at", (item_id,))
+
+    # --- build parameters, expired logs, retention ---------------------------------------
+
+    def save_params(self, rows: Iterable[tuple[str, str, Mapping[str, str], list[str]]]) -> None:
+        """``(build id, function, parameters without secret values, secret names)`` rows."""
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO build_params VALUES (?,?,?,?)",
+                           [(b, f, _encode(dict(p)), _encode(list(s))) for b, f, p, s in rows])
+
+    def params(self, build_id: str) -> dict[str, Any] | None:
+        """``{function, parameters, secrets}`` of a dispatched build, or None."""
+        rows = self._rows("SELECT * FROM build_params WHERE id = ?", (build_id,))
+        if not rows:
+            return None
+        return {"function": rows[0]["function"], "parameters": json.loads(rows[0]["params"]),
+                "secrets": json.loads(rows[0]["secrets"])}
+
+    def expire_logs(self, build_ids: Iterable[str], reason: str) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO log_expiry VALUES (?,?,?)",
+                           [(b, now, reason) for b in build_ids])
+
+    def logs_expired(self, build_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{build id: {at, reason}}`` of those whose log retention removed."""
+        ids = list(build_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            for r in self._rows(f"SELECT * FROM log_expiry WHERE id IN ({','.join('?' * len(part))})",
+                                tuple(part)):
+                out[r["id"]] = {"at": r["at"], "reason": r["reason"]}
+        return out
+
+    def finished_builds(self, build_ids: Iterable[str]) -> set[str]:
+        """Those of ``build_ids`` with a result, or whose item is out of every queue."""
+        ids, out = list(build_ids), set()
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            out |= {r["id"] for r in self._rows(
+                "SELECT b.id FROM builds b JOIN items i ON i.id = b.item_id WHERE b.id IN"
+                f" ({','.join('?' * len(part))}) AND (b.result IS NOT NULL OR"
+                " i.finished_at IS NOT NULL)", tuple(part))}
+        return out
+
+    def live_buildsets(self) -> set[str]:
+        """Buildsets of items still in a queue (their artifacts are in use)."""
+        return {r["id"] for r in self._rows(
+            "SELECT s.id FROM buildsets s JOIN items i ON i.id = s.item_id"
+            " WHERE i.finished_at IS NULL")}
+
+    def forget_items(self, finished_before: float) -> tuple[list[str], list[str], list[str]]:
+        """Delete items finished before a time, with their buildsets, builds, parameters,
+        reports and log expiries; ``(item ids, build ids, buildset ids)`` deleted."""
+        with self._transaction() as db:
+            items = [r[0] for r in db.execute(
+                "SELECT id FROM items WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (finished_before,))]
+            builds: list[str] = []
+            buildsets: list[str] = []
+            for chunk in range(0, len(items), 500):
+                part = [(i,) for i in items[chunk:chunk + 500]]
+                marks = ",".join("?" * len(part))
+                args = tuple(i for (i,) in part)
+                builds += [r[0] for r in db.execute(
+                    f"SELECT id FROM builds WHERE item_id IN ({marks})", args)]
+                buildsets += [r[0] for r in db.execute(
+                    f"SELECT id FROM buildsets WHERE item_id IN ({marks})", args)]
+                for table in ("items", "buildsets", "builds", "reports"):
+                    key = "id" if table == "items" else "item_id"
+                    db.executemany(f"DELETE FROM {table} WHERE {key} = ?", part)
+            db.executemany("DELETE FROM build_params WHERE id = ?", [(b,) for b in builds])
+            db.executemany("DELETE FROM log_expiry WHERE id = ?", [(b,) for b in builds])
+        return items, builds, buildsets

@@ -13,7 +13,7 @@ from pathlib import Path
 from ccci_gate.core.layout import JobConfig
 from ccci_gate.worker.kinds import BuildContext
 
-from e2e_helpers import admin, admin_pipeline, finished, start_gatekeeper
+from e2e_helpers import admin, admin_pipeline, finished, start_gatekeeper, wait_for
 from git_helpers import git
 
 IMAGE = "ccci-test/busybox"
@@ -167,8 +167,11 @@ def run_graph(tmp_path: Path, repo_root: Path, number: int,
                                              "change": number})
         assert reply.status_code in (200, 202), reply.text
         [item] = finished(gk, timeout=300)
-        item["logs"] = {j["name"]: (gk.log_dir / f"{j['id']}.log").read_text()
-                        for j in item["jobs"] if j["id"] and (gk.log_dir / f"{j['id']}.log").exists()}
+        ids = [j["id"] for j in item["jobs"] if j["id"] and gk.logs.state(j["id"])]
+        # the last chunk may come after the result handed over HTTP: until it is finished
+        wait_for(lambda: all(gk.logs.state(i) == "finished" for i in ids), 30, "the logs")
+        item["logs"] = {j["name"]: gk.logs.read(j["id"]).decode("utf-8", "replace")
+                        for j in item["jobs"] if j["id"] in ids}
         return item
     finally:
         gk.stop()

@@ -1,7 +1,8 @@
 """The dispatcher: the gatekeeper's Gearman client (the ``Dispatcher`` port).
 
 It submits builds, turns what workers send back into frozen events, writes the log
-chunks workers stream into ``log_dir/<build-id>.log``, and cancels builds.
+chunks workers stream into the build's log (``logstore.LogStore``: ``log_dir/<build-id>.log``,
+compressed on its own thread once the build ends), and cancels builds.
 
 Threads. ``start``, ``cancel`` and ``pool`` never block: they put a request on a queue
 (or read a snapshot). One **dispatcher thread** does every blocking gear call —
@@ -42,6 +43,7 @@ from gear import constants
 
 from ..core.actions import CancelBuild, StartBuild
 from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
+from ..logstore import LogStore
 from ..pki import TlsFiles
 from . import protocol
 from .client import ADMIN_TIMEOUT, SUBMIT, Client, send_job, admin, parse_status, parse_workers
@@ -94,13 +96,14 @@ class GearmanDispatcher:
     def __init__(self, servers: list[tuple[str, int]], emit: Callable[[Event], None],
                  log_dir: Path, client_id: str = "ccci-gate", connect_timeout: float = 10.0,
                  grace: float = GRACE, poll: float = POLL, tls: TlsFiles | None = None,
-                 on_taken: Callable[[str, float], None] = lambda function, seconds: None):
+                 on_taken: Callable[[str, float], None] = lambda function, seconds: None,
+                 logs: LogStore | None = None):
         self.emit = emit
         # (function, seconds from ``start`` to a worker taking the build), on gear's poll
         # thread: it must return at once (``web/metrics.py`` observes a histogram)
         self.on_taken = on_taken
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = logs or LogStore(self.log_dir)
         self.connect_timeout = connect_timeout
         self.grace = grace
         self.poll = poll
@@ -404,8 +407,7 @@ class GearmanDispatcher:
             if live:
                 self.emit(BuildStarted(build.build_id, name, str(message.get("url") or "")))
         elif "log" in message:
-            with open(self.log_dir / f"{build.build_id}.log", "a", encoding="utf-8") as fh:
-                fh.write(str(message["log"]))
+            self.logs.append(build.build_id, str(message["log"]))
 
     def _on_unknown_data(self, data: bytes) -> None:
         """A build we do not know (canceled, given up on) says it started: stop it."""
@@ -456,6 +458,7 @@ class GearmanDispatcher:
         self._finish(build, BuildCompleted(build.build_id, None, message=why))
 
     def _finish(self, build: _Build, event: BuildCompleted) -> None:
+        self.logs.finish_later(build.build_id)   # nothing more comes for this job
         with self._lock:
             if build.finished or build.canceled:
                 build.finished = True

@@ -13,10 +13,12 @@ than a second: the worker pool (two admin round trips per server) comes from a
 ``POOL_MAX_AGE``; history and finished items from the store's own read connection.
 
 - ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
-  and the ``recent`` finished items with their result and page
+  the ``recent`` finished items with their result and page, and ``disk``: bytes per kind
+  as the retention janitor last measured them (``retention.py``)
 - ``GET /items/<id>``: one item (live, or from history)
 - ``GET /history.json``: recently finished items
-- ``GET /logs/<build-id>``: a build's log, at a stable URL
+- ``GET /logs/<build-id>``, ``GET /builds/<build-id>.json``: a build's log (ranges,
+  gzip) and record (``web/logs.py``)
 - ``POST /admin/enqueue`` ``{pipeline, project, change?, patchset?, ref?, branch?}``
 - ``POST /admin/dequeue`` ``{project, change? | ref?, pipeline?}``
 - ``POST /admin/reconfigure``: reload the layout; 400 with every error if invalid
@@ -35,8 +37,10 @@ from typing import Any, Callable, Mapping
 from ..core import events as ev
 from ..core.model import Change
 from ..drivers.base import SourceUnavailable
+from ..logstore import LogStore
 from ..scheduler import Scheduler
 from ..store import Store
+from .logs import LogRoutes
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
 
@@ -52,7 +56,9 @@ class GatekeeperAPI:
                  reconfigure: Callable[[], list[str]], pool: Callable[[], Mapping[str, Any]],
                  change_ref: Callable[[str, int], str],
                  resolve_change: Callable[[str, int, str | None], Change | None] = lambda *a: None,
-                 notify_push: Callable[[str], bool] = lambda project: False, web_url: str = ""):
+                 notify_push: Callable[[str], bool] = lambda project: False, web_url: str = "",
+                 logs: LogRoutes | None = None,
+                 disk: Callable[[], Mapping[str, Any]] = lambda: {"measured_at": None}):
         self.scheduler = scheduler
         self.store = store
         self.log_dir = log_dir
@@ -64,12 +70,14 @@ class GatekeeperAPI:
         self.notify_push = notify_push
         self.web_url = web_url.rstrip("/")
         self.pool_status = Snapshot("pool", pool, wait=1.0)
+        self.logs = logs or LogRoutes(LogStore(log_dir), store)
+        self.disk = disk
 
     def register(self, router: Router) -> None:
         router.add("GET", "/status.json", self.status)
         router.add("GET", "/history.json", self.history)
         router.add("GET", "/items/", self.item)
-        router.add("GET", "/logs/", self.build_log)
+        self.logs.register(router)
         router.add("POST", "/admin/enqueue", self.admin(self.enqueue))
         router.add("POST", "/admin/dequeue", self.admin(self.dequeue))
         router.add("POST", "/admin/reconfigure", self.admin(self.reload))
@@ -87,6 +95,7 @@ class GatekeeperAPI:
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
         data["recent"] = self.recent()
+        data["disk"] = dict(self.disk())
         return Response.json(data)
 
     def recent(self) -> list[dict[str, Any]]:
@@ -104,18 +113,7 @@ class GatekeeperAPI:
         data = self.scheduler.snapshot.items.get(item_id) or self.store.item(item_id)
         if data is None:
             return Response.error(404, "no such item")
-        return Response.json(data)
-
-    def build_log(self, request: Request) -> Response:
-        build_id = request.path.rsplit("/", 1)[-1]
-        if not BUILD_ID.match(build_id):
-            return Response.error(404, "no such build")
-        path = self.log_dir / f"{build_id}.log"
-        if not path.exists():
-            if self.store.build(build_id) is None:
-                return Response.error(404, "no such build")
-            return Response.text("(no output yet)\n")
-        return Response(200, path.read_bytes(), {"Content-Type": "text/plain; charset=utf-8"})
+        return Response.json(self.logs.annotate(data))
 
     # --- admin endpoints ----------------------------------------------------------------
 

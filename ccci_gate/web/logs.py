@@ -1,0 +1,147 @@
+"""Build logs and build records over HTTP.
+
+- ``GET /logs/<build-id>``: the build's log text. A finished log (stored gzip, see
+  ``logstore.py``) goes out as stored, with ``Content-Encoding: gzip``, to a client that
+  accepts gzip; as plain text otherwise. ``Range: bytes=a-b``, ``bytes=a-`` and
+  ``bytes=-n`` (one range, on the uncompressed text) answer 206 with ``Content-Range``,
+  for a running log too (``ccci-gate logs -f`` follows a build that way); a range that
+  starts at or past the end answers 416 with ``Content-Range: bytes */<length>``. Other
+  range forms (several ranges, other units) are ignored: the whole log, 200, as RFC 9110
+  allows. ``X-Log-State`` says ``running`` or ``finished``. A log retention removed
+  answers 410 Gone, saying when and why; a build with no output yet answers an empty
+  running log.
+- ``GET /builds/<build-id>.json``: the build's row (job, result, times, worker), its log
+  (state, length, or when it expired), its job's kind and script, the parameters it
+  was dispatched with — the names of secret ones only (``buildparams.py``) — and
+  ``replay``, the command that runs it again (``commands/replay.py``).
+"""
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any, Callable, Mapping
+
+from ..credentials import is_secret
+from ..logstore import FINISHED, RUNNING, LogStore
+from ..store import Store
+from .routes import Request, Response, Router
+
+BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
+BUILD_JSON = re.compile(r"^/builds/([0-9a-f]{32})\.json$")
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (a ``q=0`` refuses it)."""
+    for part in header.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "x-gzip", "*"):
+            q = re.search(r"q=([0-9.]+)", params)
+            return not (q and float(q.group(1) or 0) == 0)
+    return False
+
+
+def parse_range(header: str, length: int) -> tuple[int, int] | None | str:
+    """``(start, end exclusive)`` of a one-range ``bytes=`` header on ``length`` bytes;
+    None when the header is absent or to be ignored; ``"unsatisfiable"``."""
+    match = RANGE.match(header.strip().replace(" ", ""))
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":                       # the last n bytes
+        n = int(last)
+        return (max(0, length - n), length) if n and length else "unsatisfiable"
+    start = int(first)
+    end = length if last == "" else min(int(last) + 1, length)
+    if last != "" and int(last) < start:
+        return None                       # invalid: ignored, per RFC 9110
+    return (start, end) if start < length else "unsatisfiable"
+
+
+def when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+class LogRoutes:
+    """``/logs/<id>`` and ``/builds/<id>.json``; ``annotate`` marks expired logs."""
+
+    def __init__(self, logs: LogStore, store: Store,
+                 jobs: Callable[[], Mapping[str, Any]] = dict, web_url: str = ""):
+        self.logs = logs
+        self.store = store
+        self.jobs = jobs        # the running layout's job configs, by name
+        self.web_url = web_url.rstrip("/")
+
+    def register(self, router: Router) -> None:
+        router.add("GET", "/logs/", self.log)
+        router.add("GET", "/builds/", self.build)
+
+    def log(self, request: Request) -> Response:
+        build_id = request.path.rsplit("/", 1)[-1]
+        if not BUILD_ID.match(build_id):
+            return Response.error(404, "no such build")
+        state = self.logs.state(build_id)
+        if state is None:
+            expired = self.store.logs_expired([build_id]).get(build_id)
+            if expired is not None:
+                return Response.error(410, f"the log of build {build_id} expired: retention "
+                                           f"removed it on {when(expired['at'])} "
+                                           f"({expired['reason']})")
+            if self.store.build(build_id) is None:
+                return Response.error(404, "no such build")
+            state = RUNNING   # no output yet
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Accept-Ranges": "bytes",
+                   "X-Log-State": state, "Vary": "Accept-Encoding"}
+        if request.header("range"):
+            length = self.logs.size(build_id) or 0
+            wanted = parse_range(request.header("range"), length)
+            if wanted == "unsatisfiable":
+                return Response(416, b"", {**headers, "Content-Range": f"bytes */{length}"})
+            if isinstance(wanted, tuple):
+                start, end = wanted
+                body = self.logs.read(build_id, start, end) or b""
+                return Response(206, body, {**headers, "Content-Range":
+                                            f"bytes {start}-{start + len(body) - 1}/{length}"})
+        if state == FINISHED and accepts_gzip(request.header("accept-encoding")):
+            packed = self.logs.read_packed(build_id)
+            if packed is not None:
+                return Response(200, packed, {**headers, "Content-Encoding": "gzip"})
+        return Response(200, self.logs.read(build_id) or b"", headers)
+
+    def build(self, request: Request) -> Response:
+        match = BUILD_JSON.match(request.path)
+        row = self.store.build(match.group(1)) if match else None
+        if row is None:
+            return Response.error(404, "no such build (GET /builds/<build-id>.json)")
+        build_id = row["id"]
+        data: dict[str, Any] = {**row, "log": self.log_state(build_id)}
+        job = self.jobs().get(row["job"])
+        if job is not None:
+            data["job_config"] = {"kind": job.kind, "run": job.run, "function": job.function}
+        params = self.store.params(build_id)
+        if params is not None:
+            data["replay"] = f"ccci-gate replay {build_id}" + (
+                f" --url {self.web_url}" if self.web_url else "")
+            data.update(function=params["function"], secrets=params["secrets"],
+                        parameters={k: v for k, v in params["parameters"].items()
+                                    if not is_secret(k)})
+        return Response.json(data)
+
+    def log_state(self, build_id: str) -> dict[str, Any]:
+        expired = self.store.logs_expired([build_id]).get(build_id)
+        if expired is not None and self.logs.state(build_id) is None:
+            return {"state": "expired", "expired_at": expired["at"],
+                    "reason": expired["reason"]}
+        return {"state": self.logs.state(build_id) or "none",
+                "bytes": self.logs.size(build_id) or 0}
+
+    def annotate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """An item's summary with ``log_expired`` on each job whose log expired."""
+        ids = [j["id"] for j in summary.get("jobs", ()) if j.get("id")]
+        expired = self.store.logs_expired(ids) if ids else {}
+        if not expired:
+            return summary
+        jobs = [{**j, "log_expired": expired[j["id"]]} if j.get("id") in expired else j
+                for j in summary["jobs"]]
+        return {**summary, "jobs": jobs}

@@ -1,0 +1,219 @@
+"""Logs at rest (``logstore.py``) and served (``web/logs.py``): compressed once finished,
+atomically, ranges on the text of a running or finished log, gzip as stored, 410 once
+expired. A real listener, real files, SQLite."""
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from ccci_gate.logstore import LogStore, gz_size
+from ccci_gate.web.logs import accepts_gzip, parse_range
+
+from log_helpers import item_summary, serve_logs
+
+TEXT = "".join(f"line {i:04d} ünïcode\n" for i in range(2000)).encode()
+
+
+@pytest.fixture
+def served(tmp_path):
+    web, logs, store = serve_logs(tmp_path)
+    yield web, logs, store
+    web.shutdown()
+    store.close()
+
+
+def test_finish_compresses_atomically_and_a_reader_of_the_plain_file_reads_on(tmp_path):
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    logs.append(build, TEXT.decode()[:500])
+    logs.append(build, TEXT.decode()[500:])
+    assert logs.state(build) == "running" and logs.size(build) == len(TEXT)
+    reader = open(logs.plain(build), "rb")
+    head = reader.read(100)
+    assert logs.finish(build) is True
+    assert not logs.plain(build).exists() and logs.packed(build).exists()
+    assert not list(tmp_path.glob(".*")), "no temporary file left"
+    assert head + reader.read() == TEXT   # the open plain file outlives its removal
+    reader.close()
+    assert gzip.decompress(logs.packed(build).read_bytes()) == TEXT
+    assert logs.state(build) == "finished" and logs.size(build) == gz_size(logs.packed(build))
+    assert logs.read(build, 10, 20) == TEXT[10:20] and logs.read(build) == TEXT
+    assert logs.finish(build) is False   # nothing left to finish
+    # a chunk after the finish (a requeued build) reopens the log whole
+    logs.append(build, "more\n")
+    assert logs.state(build) == "running" and logs.read(build) == TEXT + b"more\n"
+    assert not logs.packed(build).exists()
+
+
+def test_finish_later_runs_off_the_callers_thread(tmp_path):
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    logs.append(build, "x\n")
+    caller = threading.get_ident()
+    seen = []
+    original = logs.finish
+    logs.finish = lambda b: seen.append(threading.get_ident()) or original(b)
+    logs.finish_later(build)
+    logs.drain()
+    assert seen and seen[0] != caller and logs.state(build) == "finished"
+    logs.close()
+
+
+def test_range_and_encoding_parsing():
+    assert parse_range("bytes=0-9", 100) == (0, 10)
+    assert parse_range("bytes=90-", 100) == (90, 100)
+    assert parse_range("bytes=-10", 100) == (90, 100)
+    assert parse_range("bytes=-500", 100) == (0, 100)
+    assert parse_range("bytes=50-5000", 100) == (50, 100)
+    assert parse_range("bytes=100-", 100) == "unsatisfiable"
+    assert parse_range("bytes=-0", 100) == "unsatisfiable"
+    assert parse_range("bytes=0-", 0) == "unsatisfiable"
+    for ignored in ("", "bytes=5-1", "bytes=0-1,5-6", "lines=1-2", "bytes=-", "bytes=a-b"):
+        assert parse_range(ignored, 100) is None, ignored
+    assert accepts_gzip("gzip, deflate") and accepts_gzip("br;q=1, gzip;q=0.5")
+    assert not accepts_gzip("identity") and not accepts_gzip("gzip;q=0") and not accepts_gzip("")
+
+
+def test_a_finished_log_is_served_gzip_as_stored_or_plain_with_ranges(served):
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, TEXT.decode())
+    logs.finish(build)
+    url = f"{web.url}/logs/{build}"
+    raw = requests.get(url, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=10)
+    assert raw.status_code == 200 and raw.headers["Content-Encoding"] == "gzip"
+    assert raw.headers["X-Log-State"] == "finished" and raw.headers["Accept-Ranges"] == "bytes"
+    assert raw.raw.read() == logs.packed(build).read_bytes()   # the stored bytes, as stored
+    plain = requests.get(url, headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    assert plain.content == TEXT
+    part = requests.get(url, headers={"Range": "bytes=100-199", "Accept-Encoding": "gzip"},
+                        timeout=10)
+    assert part.status_code == 206 and part.content == TEXT[100:200]
+    assert "Content-Encoding" not in part.headers   # ranges are on the text
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(TEXT)}"
+    tail = requests.get(url, headers={"Range": "bytes=-50"}, timeout=10)
+    assert tail.status_code == 206 and tail.content == TEXT[-50:]
+    assert tail.headers["Content-Range"] == f"bytes {len(TEXT) - 50}-{len(TEXT) - 1}/{len(TEXT)}"
+    rest = requests.get(url, headers={"Range": f"bytes={len(TEXT) - 7}-"}, timeout=10)
+    assert rest.status_code == 206 and rest.content == TEXT[-7:]
+    past = requests.get(url, headers={"Range": f"bytes={len(TEXT)}-"}, timeout=10)
+    assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{len(TEXT)}"
+    many = requests.get(url, headers={"Range": "bytes=0-1,5-6"}, timeout=10)
+    assert many.status_code == 200 and many.content == TEXT
+
+
+def test_a_running_log_serves_ranges_as_it_grows(served):
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build, "state": "RUNNING", "result": None}],
+                                   state="TESTING", result=None)])
+    url = f"{web.url}/logs/{build}"
+    empty = requests.get(url, headers={"Range": "bytes=0-"}, timeout=10)
+    assert empty.status_code == 416 and empty.headers["X-Log-State"] == "running"
+    assert requests.get(url, timeout=10).content == b""
+    logs.append(build, "first\n")
+    first = requests.get(url, headers={"Range": "bytes=0-"}, timeout=10)
+    assert first.status_code == 206 and first.content == b"first\n"
+    assert first.headers["Content-Range"] == "bytes 0-5/6"
+    assert requests.get(url, headers={"Range": "bytes=6-"}, timeout=10).status_code == 416
+    logs.append(build, "second\n")
+    second = requests.get(url, headers={"Range": "bytes=6-"}, timeout=10)
+    assert second.status_code == 206 and second.content == b"second\n"
+    assert second.headers["X-Log-State"] == "running"
+
+
+def test_unknown_and_expired_logs(served):
+    web, logs, store = served
+    assert requests.get(f"{web.url}/logs/{uuid.uuid4().hex}", timeout=10).status_code == 404
+    assert requests.get(f"{web.url}/logs/..%2f..%2fetc%2fpasswd", timeout=10).status_code == 404
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, "x\n")
+    logs.finish(build)
+    logs.remove(build)
+    store.expire_logs([build], "older than 30d")
+    gone = requests.get(f"{web.url}/logs/{build}", timeout=10)
+    assert gone.status_code == 410
+    assert "expired" in gone.json()["error"] and "older than 30d" in gone.json()["error"]
+    record = requests.get(f"{web.url}/builds/{build}.json", timeout=10).json()
+    assert record["log"]["state"] == "expired" and record["log"]["reason"] == "older than 30d"
+
+
+def test_no_chunk_is_lost_when_appends_race_finishes(tmp_path):
+    """Appends (gear's poll thread) racing finishes (the compressing thread, a late chunk
+    reopening the log): the text at the end is every chunk, once, in order."""
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    lines = [f"chunk {i} {'x' * (i % 97)}\n" for i in range(4000)]
+    def write() -> None:
+        for i, line in enumerate(lines):
+            logs.append(build, line)
+            if i % 100 == 99:
+                time.sleep(0.005)   # bursts, as workers flush: finishes land in between too
+    writer = threading.Thread(target=write)
+    writer.start()
+    finishes = 0
+    while writer.is_alive():
+        finishes += logs.finish(build)
+    writer.join()
+    logs.finish(build)
+    assert finishes > 0, "the race was run"
+    assert logs.read(build) == "".join(lines).encode()
+    assert logs.state(build) == "finished" and not list(tmp_path.glob(".*"))
+
+
+def test_the_length_of_a_big_finished_log_is_exact(tmp_path):
+    """Past ~3.9 MB stored, gzip's ISIZE trailer (the length mod 2**32) is no longer
+    trusted: the length is counted by decompressing, once."""
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    text = os.urandom(4_500_000).hex()      # hex compresses ~2:1: ~4.5 MB stored
+    logs.append(build, text)
+    logs.finish(build)
+    assert logs.packed(build).stat().st_size > 2 ** 32 // 1100
+    assert logs.size(build) == len(text) == gz_size(logs.packed(build))
+    assert logs.read(build, len(text) - 5) == text[-5:].encode()
+
+
+def test_seekable_gzip_is_plain_gzip_to_any_reader_and_ranges_start_near_their_offset(
+        tmp_path):
+    import io
+    import random
+    import shutil
+    import subprocess
+    from ccci_gate import seekgz
+    text = "".join(f"{i} {os.urandom(8).hex()} {'ab' * (i % 50)}\n" for i in range(20000))
+    data = text.encode()
+    path = tmp_path / "x.log.gz"
+    with open(path, "wb") as dst:
+        seekgz.write(io.BytesIO(data), len(data), dst, block=4096)
+    assert gzip.decompress(path.read_bytes()) == data
+    if shutil.which("zcat"):
+        assert subprocess.run(["zcat", str(path)], capture_output=True).stdout == data
+    with open(path, "rb") as fh:
+        total, points = seekgz.index(fh)
+        assert total == len(data) and len(points) == -(-len(data) // 4096)
+        rng = random.Random(7)
+        for _ in range(200):
+            a = rng.randrange(len(data))
+            b = rng.randrange(a, len(data) + 10)
+            assert seekgz.read_range(fh, a, b) == data[a:b]
+        assert seekgz.read_range(fh, len(data) - 3, None) == data[-3:]
+        assert seekgz.read_range(fh, len(data), None) == b""
+    foreign = tmp_path / "foreign.gz"
+    foreign.write_bytes(gzip.compress(data))
+    with open(foreign, "rb") as fh:
+        assert seekgz.index(fh) is None and seekgz.read_range(fh, 0, 10) is None
+    # the log store reads a gzip it did not write the slow way
+    logs = LogStore(tmp_path / "logs")
+    build = uuid.uuid4().hex
+    logs.packed(build).write_bytes(gzip.compress(data))
+    assert logs.size(build) == len(data) and logs.read(build, 100, 200) == data[100:200]
