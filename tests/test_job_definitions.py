@@ -69,8 +69,8 @@ def enqueue_and_wait(gk, count: int) -> dict:
     reply = admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
     assert reply.status_code in (200, 202), reply.text
     item = finished(gk, count, timeout=90)[-1]
-    item["logs"] = {j["name"]: "".join(p.read_text() for p in gk.log_dir.glob("*.log")
-                                       if p.stem in (j["id"], *[u.rsplit("/", 1)[-1] for u in j.get("logs", [])]))
+    item["logs"] = {j["name"]: "".join((gk.logs.read(b) or b"").decode() for b in dict.fromkeys(
+                        (j["id"], *[u.rsplit("/", 1)[-1] for u in j.get("logs", [])])))
                     for j in item["jobs"]}
     return item
 
