@@ -3,9 +3,10 @@
 The build's record comes from ``GET /builds/<id>.json`` (``web/logs.py``): its Gearman
 function and the parameters it was dispatched with. Secret parameters (names with
 TOKEN, SECRET, PASSWORD, PASSWD or KEY: ``credentials.is_secret``) were never stored, so
-a replay needs fresh values: the hand-over pair (``CCCI_RESULT_URL``,
-``CCCI_RESULT_TOKEN``) is dropped — a replay's result comes back over Gearman and the
-gatekeeper never hears of it — and any other secret is taken from this command's
+a replay needs fresh values: the gatekeeper's own credentials are dropped — the
+hand-over pair (``CCCI_RESULT_URL``, ``CCCI_RESULT_TOKEN``: a replay's result comes back
+over Gearman and the gatekeeper never hears of it) and ``CCCI_ARTIFACTS_TOKEN`` (a
+replay does not write into the buildset's write-once artifacts) — and any other secret is taken from this command's
 environment under the same name, or the replay says which are missing and runs nothing.
 
 - default: submit the build once to Gearman (``--gearman HOST:PORT``, TLS with
@@ -34,7 +35,9 @@ import requests
 
 from .logs import EXIT, NO_LOG, OTHER_RESULT
 
-HANDOFF = ("CCCI_RESULT_URL", "CCCI_RESULT_TOKEN")   # handoff.py: for the gatekeeper only
+# the gatekeeper's own credentials for one buildset: the result hand-over (handoff.py) and
+# the artifact store's write token (web/artifacts.py) — a replay has neither
+HANDOFF = ("CCCI_RESULT_URL", "CCCI_RESULT_TOKEN", "CCCI_ARTIFACTS_TOKEN")
 
 
 def register(sub: Any) -> None:
