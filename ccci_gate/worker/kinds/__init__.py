@@ -11,7 +11,8 @@ from .sweep import RecipeSweep
 from .shell import ShellKind
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
-    ShellKind(), RecipeBuild(), RecipePublish(), RecipeInstall(), RecipeSystest(), RecipeSweep())}
+    ShellKind(), RecipeBuild(), RecipePublish(), RecipeInstall(), RecipeSystest(),
+    RecipeSweep())}
 
 
 def get_kind(name: str) -> JobKind:
