@@ -17,8 +17,8 @@ from croniter import croniter
 
 from ccci_gate.drivers.timer import trigger_key
 
-from e2e_helpers import make_repo, wait_for, write_layout
-from restart_harness import free_port
+from e2e_helpers import make_repo, write_layout
+from waiting import free_port, wait_for
 
 PIPELINE = """
 pipelines:
