@@ -3,6 +3,7 @@ decides by, what it decides, the enrolled projects reaching its build, and a kin
 message reaching the item (through a real gatekeeper, Gearman and the HTTP hand-over)."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def test_versions_are_ordered_as_git_orders_the_tags(tmp_path):
     assert not newer("1.1.0+1", "1.1.0+1")
 
 
-def known_good(root: Path, recipe: str, version: str, status: str = "ready") -> warm.Canonical:
+def known_good(root: Path, recipe: str, version: str, status: str = "ready",
+               commit: str = "c0ffee") -> warm.Canonical:
     """A canonical with a complete known-good at ``version`` (no Docker: files only)."""
     canonical = warm.Canonical(root, recipe)
     good = canonical.dir / "goods" / "g1"
@@ -56,7 +58,8 @@ def known_good(root: Path, recipe: str, version: str, status: str = "ready") -> 
     (good / "bundle.tar.gz").write_bytes(b"x")
     snap = canonical.snapshots / "s1"
     snap.mkdir(parents=True)
-    (snap / "meta.json").write_text(f'{{"good": "g1", "version": "{version}"}}')
+    (snap / "meta.json").write_text(json.dumps({"good": "g1", "version": version,
+                                                "commit": commit}))
     (canonical.snapshots / "current").symlink_to("s1")
     canonical.set_record(status=status, why="tar failed" if status == "broken" else "")
     return canonical
@@ -74,12 +77,19 @@ def known_good(root: Path, recipe: str, version: str, status: str = "ready") -> 
 def test_the_sweep_runs_a_release_only_when_it_is_newer(tmp_path, version, status, runs, why):
     canonical = (warm.Canonical(tmp_path, "hello") if version is None
                  else known_good(tmp_path, "hello", version, status))
-    assert decide(canonical, "1.1.0+1") == (runs, why)
+    assert decide(canonical, "1.1.0+1", "beef") == (runs, why)
+
+
+def test_a_known_good_at_the_releases_commit_is_up_to_date_whatever_its_version(tmp_path):
+    canonical = known_good(tmp_path, "hello", "1.0.0", commit="beef")   # label != tag
+    assert decide(canonical, "1.1.0+1", "beef") == (False, (
+        "up to date: the latest release 1.1.0+1 is not newer than the canonical's "
+        "known-good 1.0.0"))
 
 
 def test_a_project_that_is_not_enrolled_is_never_swept():
-    assert decide(None, "1.1.0+1") == (False, "the project is not enrolled for a warm "
-                                              "canonical: nothing to sweep")
+    assert decide(None, "1.1.0+1", "beef") == (False, "the project is not enrolled for a "
+                                                      "warm canonical: nothing to sweep")
 
 
 def test_the_sweep_build_gets_the_layouts_enrolled_projects():

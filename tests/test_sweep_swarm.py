@@ -16,7 +16,7 @@ import pytest
 
 from ccci_gate.swarm import probe, warm
 from ccci_gate.swarm.port import NAMESPACE, OWNED
-from ccci_gate.worker.kinds import get_kind
+from ccci_gate.worker.kinds.sweep import RecipeSweep
 
 from e2e_helpers import admin, admin_pipeline, finished, start_gatekeeper
 from git_helpers import git
@@ -45,8 +45,7 @@ def sweep(tmp_path, host, repo, name, recipe="sweepy") -> tuple[str, str, str]:
     ws = checkout(repo, tmp_path / f"ws-{name}", "refs/heads/main")
     ctx, lines = context(ws, "sweep", recipe=recipe, CCCI_WARM="1",
                          CCCI_ENROLLED=f"coop-cloud/{recipe}")
-    kind = get_kind("recipe-sweep")
-    kind._host = host
+    kind = RecipeSweep(host=host)     # not the worker's shared instance: its host stays
     return kind.run(ctx), ctx.message, "".join(lines)
 
 

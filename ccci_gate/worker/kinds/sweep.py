@@ -53,8 +53,10 @@ def newer(release: str, known_good: str) -> bool:
     return version_key(release) > version_key(known_good)
 
 
-def decide(canonical: warm.Canonical | None, tag: str) -> tuple[bool, str]:
-    """(run it?, why) for the latest release ``tag`` against the canonical's known-good."""
+def decide(canonical: warm.Canonical | None, tag: str, commit: str) -> tuple[bool, str]:
+    """(run it?, why) for the latest release ``tag`` (at ``commit``) against the
+    canonical's known-good: a known-good at that very commit is up to date, whatever
+    its version says."""
     if canonical is None:
         return False, "the project is not enrolled for a warm canonical: nothing to sweep"
     good = canonical.known_good()
@@ -64,7 +66,7 @@ def decide(canonical: warm.Canonical | None, tag: str) -> tuple[bool, str]:
     if canonical.record().get("status") == "broken":
         return True, (f"the canonical of {canonical.recipe} is broken "
                       f"({canonical.record().get('why', '')}); re-seeding it")
-    if newer(tag, version):
+    if good.get("commit") != commit and newer(tag, version):
         return True, f"the latest release {tag} is newer than the known-good {version}"
     return False, (f"up to date: the latest release {tag} is not newer than the "
                    f"canonical's known-good {version}")
@@ -89,7 +91,7 @@ class RecipeSweep(RecipeSystest):
             if not tag:
                 return self.said(ctx, "SUCCESS", f"{recipe} has no release tag: nothing to "
                                  f"sweep", pruned)
-        go, why = decide(canonical, tag)
+        go, why = decide(canonical, tag, commit)
         if not go:
             return self.said(ctx, "SUCCESS", why, pruned)
         assert canonical is not None
@@ -102,7 +104,7 @@ class RecipeSweep(RecipeSystest):
         if result == "SUCCESS":
             result = super().run(release)     # the cold lane, then the promotion
         good = canonical.known_good() or {}
-        if result == "SUCCESS" and good.get("version") == tag and good.get("commit") == commit:
+        if result == "SUCCESS" and good.get("commit") == commit:
             return self.said(ctx, result, f"promoted {tag} (commit {commit[:8]}): the "
                              f"canonical's known-good was {old}", pruned)
         if result == "SUCCESS":
