@@ -97,7 +97,11 @@ class RecipeSweep(RecipeSystest):
         assert canonical is not None
         old = (canonical.known_good() or {}).get("version") or "none"
         ctx.log(f"sweep: {why}; running {tag} (commit {commit[:8]}) cold\n")
-        git(ctx.workspace, "checkout", "-q", "--detach", commit)
+        try:
+            git(ctx.workspace, "checkout", "-q", "--detach", commit)
+        except GitError as exc:
+            ctx.log(f"INFRASTRUCTURE ERROR (git): {exc}\n")
+            return "ERROR"
         release = dataclasses.replace(ctx, parameters={
             **ctx.parameters, "ZUUL_COMMIT": commit, "CCCI_QUICK": "0", "CCCI_ARTIFACTS": ""})
         result = RecipeBuild().run(release)
@@ -110,7 +114,8 @@ class RecipeSweep(RecipeSystest):
         if result == "SUCCESS":
             return self.said(ctx, result, f"{tag} passed cold but was not promoted (see the "
                              f"log); the known-good stays {old}", pruned)
-        return self.said(ctx, result, f"{tag} is red ({result}): the canonical keeps its "
+        red = "is red" if result in ("FAILURE", "TIMED_OUT") else "did not finish"
+        return self.said(ctx, result, f"{tag} {red} ({result}): the canonical keeps its "
                          f"known-good {old}", pruned)
 
     def said(self, ctx: BuildContext, result: str, message: str, pruned: str) -> str:
