@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from ccci_gate.config.loader import load_layout
 from ccci_gate.core import actions as act
@@ -139,5 +140,10 @@ def test_a_kinds_message_reaches_the_items_summary(tmp_path, monkeypatch):
         [job] = item["jobs"]
         assert (job["result"], job["message"]) == (
             "SUCCESS", "up to date: the latest release 1.1.0+1 is not newer than 1.1.0+1")
+        build = "c" * 32                       # a message handed over must be a string
+        reply = requests.post(f"{gk.web_url}/builds/{build}/result", timeout=5,
+                              json={"result": "SUCCESS", "message": {"no": "text"}},
+                              headers={"Authorization": f"Bearer {gk.handoff.token(build)}"})
+        assert reply.status_code == 400
     finally:
         gk.stop()
