@@ -236,7 +236,7 @@ class SwarmPort:
                 for name in image.tags or [image.id]:
                     self.client.images.remove(name)
             except docker.errors.NotFound:
-                pass
+                continue   # removed meanwhile (another sweep on this host)
             except docker.errors.APIError:
                 continue   # in use (409), or the daemon said no: it stays
             removed += image.tags or [image.id]
