@@ -1,6 +1,7 @@
-"""Persistent timers through real restarts of ``ccci-gate serve``: a nightly trigger whose
-last firing was three nights ago (the gatekeeper was down since) fires once when the
-gatekeeper starts, not three times, and not again at the next restart."""
+"""Persistent timers through real restarts of ``ccci-gate serve``: a trigger whose last
+firing was three of its times ago (the gatekeeper was down since) fires once when the
+gatekeeper starts, not three times, and not again at the next restart. Its time is
+03:00 on 29 February, so it never comes due by itself while the test runs."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ pipelines:
     manager: independent
     trigger:
       timer:
-        - time: '0 3 * * *'
+        - time: '0 3 29 2 *'
     success:
       log: {}
     failure:
@@ -42,7 +43,8 @@ jobs:
   - name: noop
     run: scripts/noop.sh
 """
-KEY = trigger_key("nightly", "0 3 * * *", ("main",))
+CRON = "0 3 29 2 *"
+KEY = trigger_key("nightly", CRON, ("main",))
 
 
 class Serve:
@@ -99,7 +101,7 @@ class Serve:
         return row[0] if row else None
 
 
-def test_a_night_missed_while_down_runs_once_at_start_and_not_again(tmp_path):
+def test_a_firing_missed_while_down_runs_once_at_start_and_not_again(tmp_path):
     layouts, jobs = write_layout(tmp_path, PIPELINE, PROJECTS, JOBS, {"noop.sh": "echo ok\n"})
     repos = tmp_path / "repos"
     make_repo(repos, "org/a")
@@ -111,18 +113,19 @@ def test_a_night_missed_while_down_runs_once_at_start_and_not_again(tmp_path):
         assert serve.nightly_items() == []                  # first seen: nothing at once
         now = time.time()
         assert abs(first_seen - now) < 60
-        # it last fired three nights before the last 03:00, then the gatekeeper was down
-        last_night = croniter("0 3 * * *", now).get_prev(float)
+        # it last fired just after its fourth time back, then the gatekeeper was down
+        back = croniter(CRON, now)
+        fourth = [back.get_prev(float) for _ in range(4)][-1]
         with sqlite3.connect(serve.state / "timer.sqlite") as db:
             db.execute("UPDATE triggers SET since = ?, fired = ? WHERE key = ?",
-                       (last_night - 3 * 86400 + 60,) * 2 + (KEY,))
+                       (fourth + 60,) * 2 + (KEY,))
 
         serve.start()
         wait_for(serve.nightly_items, 60, "the missed night to run")
         time.sleep(3)                                       # room for a wrong second run
         assert [r for r, _ in serve.nightly_items()] == ["SUCCESS"]
         text = serve.log.read_text()
-        assert "timer nightly (0 3 * * *): 3 time(s) passed while the gatekeeper was down" \
+        assert f"timer nightly ({CRON}): 3 time(s) passed while the gatekeeper was down" \
                in text and "it runs once now" in text
         fired = serve.since()
         assert fired is not None and fired > now
