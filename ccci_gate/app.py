@@ -36,7 +36,7 @@ from .scheduler import Scheduler
 from .settings import Settings
 from .store import Store
 from .drivers.gitpush import BranchWatcher
-from .drivers.timer import TimerDriver
+from .drivers.timer import TimerDriver, TimerStore
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.metrics import GateMetrics
@@ -124,7 +124,8 @@ class Gatekeeper:
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
             source_for=lambda project: self._connection_of(project), observer=self.metrics)
-        self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put)
+        self.timer = TimerDriver(lambda: self.scheduler.snapshot.layout, self.scheduler.put,
+                                 store=TimerStore(state / "timer.sqlite"))   # Persistent
         self.watcher = BranchWatcher(self._git_projects, settings.source_url, self.scheduler.put,
                                      interval=settings.git_poll_interval)
         self.api = GatekeeperAPI(

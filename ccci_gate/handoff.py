@@ -27,6 +27,7 @@ from .core.model import Result
 from .credentials import Signer, bearer
 from .web.routes import Request, Response, Router
 
+MESSAGE_MAX = 1000       # characters of a build's message kept
 HANDOFF_GRACE = 3.0      # seconds: workers retry every second (worker/handoff.py)
 PATH = re.compile(r"^/builds/([0-9a-f]{32})/result$")
 
@@ -60,10 +61,14 @@ class ResultHandoff:
         if not self.signer.check("result", build_id, bearer(request.header("Authorization"))):
             return Response.error(403, "not this build's token")
         try:
-            result = Result(request.json().get("result"))
+            body = request.json()
+            result = Result(body.get("result"))
+            message = body.get("message") or "result handed over HTTP"
         except (ValueError, AttributeError, UnicodeDecodeError):
             return Response.error(400, "expected {\"result\": <a build result>}")
-        self.emit(BuildCompleted(build_id, result.value, message="result handed over HTTP"))
+        if not isinstance(message, str):
+            return Response.error(400, "\"message\" must be a string")
+        self.emit(BuildCompleted(build_id, result.value, message=message[:MESSAGE_MAX]))
         return Response.json({"accepted": build_id}, 202)
 
 

@@ -195,7 +195,8 @@ def test_a_worker_without_docker_says_why_at_start(tmp_path):
             f"[],Path({str(tmp_path / 'w')!r}),Path('.')); print(d.functions()); d.shutdown()")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=60)
-    assert "does not register build:install, build:systest: no docker command" in out.stdout
+    assert ("does not register build:install, build:sweep, build:systest: no docker command"
+            in out.stdout)
     assert "'build:install'" not in out.stdout.splitlines()[-1]
 
 

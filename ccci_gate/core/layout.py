@@ -132,6 +132,10 @@ class Layout:
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
 
+    def enrolled(self) -> tuple[str, ...]:
+        """The projects enrolled for a warm canonical (``warm: true``), sorted."""
+        return tuple(sorted(name for name, project in self.projects.items() if project.warm))
+
     def shared_queue(self, project: str) -> str:
         """The name of the queue ``project`` shares with others (its ``queue``), or its
         own name: the one definition serial and dependent pipelines use."""

@@ -34,8 +34,10 @@ def render(template: str, context: Mapping[str, object]) -> str:
 
 def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfig,
                      zuul_url: str, log_url: str, artifacts_url: str = "",
-                     warm: bool = False) -> dict[str, str]:
-    """The Gearman argument of ``build``: ``ZUUL_*`` names, ours, and the job's own."""
+                     warm: bool = False, enrolled: tuple[str, ...] = ()) -> dict[str, str]:
+    """The Gearman argument of ``build``: ``ZUUL_*`` names, ours, and the job's own.
+    ``enrolled``: the projects the layout enrols for a warm canonical (``Layout.enrolled``),
+    for templates."""
     change = item.change
     params: dict[str, str] = {
         "ZUUL_UUID": build.id,
@@ -69,7 +71,7 @@ def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfi
         params["ZUUL_NEWREV"] = change.sha or ""
         params["ZUUL_OLDREV"] = change.oldrev or ""
     context = template_context(change.project, change.branch, change.number, change.patchset,
-                               item.pipeline, job.name, item.quick, params)
+                               item.pipeline, job.name, item.quick, params, enrolled)
     for name, template in job.parameters.items():
         params[name] = render(str(template), context)
     return params
@@ -77,11 +79,13 @@ def build_parameters(item: Item, buildset: BuildSet, build: Build, job: JobConfi
 
 def template_context(project: str, branch: str, change: int | None, patchset: str | None,
                      pipeline: str, job: str, quick: bool,
-                     params: Mapping[str, str]) -> dict[str, object]:
-    """The names a job parameter template may use."""
+                     params: Mapping[str, str],
+                     enrolled: tuple[str, ...] = ()) -> dict[str, object]:
+    """The names a job parameter template may use (``enrolled``: the layout's projects
+    with ``warm: true``, sorted)."""
     return {"project": project, "project_short": project.rsplit("/", 1)[-1],
             "branch": branch, "change": change, "patchset": patchset, "pipeline": pipeline,
-            "job": job, "quick": quick, "params": dict(params)}
+            "job": job, "quick": quick, "params": dict(params), "enrolled": tuple(enrolled)}
 
 
 _ZUUL = ("ZUUL_UUID", "ZUUL_PROJECT", "ZUUL_PIPELINE", "ZUUL_BRANCH", "ZUUL_REF", "ZUUL_COMMIT",

@@ -21,6 +21,7 @@ import docker.types
 from .evidence import ServiceState, TaskState
 
 NAMESPACE = "com.docker.stack.namespace"
+OWNED = "ccci-gate.owned"   # the label of every image ccci-gate makes (``import_image``)
 
 
 class SwarmError(RuntimeError):
@@ -214,11 +215,33 @@ class SwarmPort:
             return False
 
     def import_image(self, name: str, rootfs_tar: bytes) -> None:
-        """``docker import`` of a root filesystem tarball (no registry involved)."""
-        proc = subprocess.run([self.docker_bin, "import", "-", name], input=rootfs_tar,
-                              capture_output=True, timeout=120)
+        """``docker import`` of a root filesystem tarball (no registry involved), labelled
+        ``ccci-gate.owned=1`` so that ``prune_owned_images`` may remove it later."""
+        proc = subprocess.run([self.docker_bin, "import", "--change", f"LABEL {OWNED}=1", "-",
+                               name], input=rootfs_tar, capture_output=True, timeout=120)
         if proc.returncode != 0:
             raise SwarmError(f"docker import {name}: {proc.stderr.decode(errors='replace')}")
+
+    def prune_owned_images(self, keep: frozenset[str] = frozenset()) -> tuple[list[str], int]:
+        """Remove the images labelled ``ccci-gate.owned`` (those ``import_image`` made),
+        but not those tagged with a name in ``keep``; Docker refuses, without force, to
+        remove an image a container (running or stopped) uses, and such an image stays.
+        Other images, containers and volumes are never touched. Returns the names (or
+        ids) removed and the bytes they held."""
+        removed, freed = [], 0
+        for image in self.client.images.list(filters={"label": OWNED}):
+            if keep & set(image.tags):
+                continue
+            try:
+                for name in image.tags or [image.id]:
+                    self.client.images.remove(name)
+            except docker.errors.NotFound:
+                continue   # removed meanwhile (another sweep on this host)
+            except docker.errors.APIError:
+                continue   # in use (409), or the daemon said no: it stays
+            removed += image.tags or [image.id]
+            freed += int(image.attrs.get("Size") or 0)
+        return removed, freed
 
     def containers(self, stack: str) -> list[str]:
         return [c.name for c in self.client.containers.list(

@@ -38,7 +38,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .host import default_state
 from .port import SwarmError, SwarmPort
@@ -296,7 +296,12 @@ def listing(root: Path) -> list[dict[str, Any]]:
 def enrolled_recipes(layout: Any) -> set[str]:
     """The recipes a layout enrols: the last path part of each ``warm: true`` project
     (the ``RECIPE`` the shipped jobs give builds)."""
-    return {name.rsplit("/", 1)[-1] for name, project in layout.projects.items() if project.warm}
+    return recipes_of(layout.enrolled())
+
+
+def recipes_of(projects: Iterable[str]) -> set[str]:
+    """The recipe names of enrolled projects (``owner/name`` → ``name``)."""
+    return {name.rsplit("/", 1)[-1] for name in projects if name}
 
 
 def prune(port: SwarmPort, root: Path, enrolled: set[str],

@@ -12,8 +12,8 @@ runs the build again, up to the job's attempts.
 
 At start the daemon reaps what a dead predecessor left in its workdir (processes and
 workspaces, ``worker.process``) and registers only the jobs this host can run: the
-Swarm kinds (``recipe-install``, ``recipe-systest``) need a Docker Engine in an active
-swarm, and without one they are left out with the reason logged.
+Swarm kinds (``recipe-install``, ``recipe-systest``, ``recipe-sweep``) need a Docker
+Engine in an active swarm, and without one they are left out with the reason logged.
 
 **Which job definition runs.** A build that carries the gatekeeper's definition
 (``CCCI_JOB_URL``, ``ccci_gate/jobdefs.py``) runs that one, fetched once per host by
@@ -54,7 +54,7 @@ DEFINITION_PATIENCE = 30.0   # seconds a build waits for an unanswering gatekeep
 FLUSH_BYTES = 4096
 
 
-SWARM_KINDS = ("recipe-install", "recipe-systest")   # they deploy on Docker Swarm
+SWARM_KINDS = ("recipe-install", "recipe-systest", "recipe-sweep")   # they deploy on Swarm
 
 
 def swarm_problem() -> str | None:
@@ -293,6 +293,7 @@ class WorkerDaemon:
         stream = LogStream(request, secret_values(params))
         request.started(self.name)
         workspace = self.workdir / request.build_id
+        message = ""
         try:
             if params.get(JOB_URL):
                 try:
@@ -328,7 +329,8 @@ class WorkerDaemon:
                     result = "ERROR"
                 if stop.is_set() and result not in ("TIMED_OUT",):
                     result = "ABORTED"
-            hand_over(params, request.build_id, result)   # also by HTTP (worker/handoff.py)
+                message = ctx.message
+            hand_over(params, request.build_id, result, message)   # also by HTTP (handoff.py)
             if result == "ERROR":
                 stream.write("result: ERROR (an infrastructure error: the gatekeeper retries "
                              "the build)\n")
@@ -337,7 +339,7 @@ class WorkerDaemon:
             else:
                 stream.write(f"result: {result}\n")
                 stream.close()
-                request.complete(result)
+                request.complete(result, {"message": message} if message else None)
         finally:
             stream.close()
             self._stops.pop(request.build_id, None)

@@ -59,7 +59,8 @@ class BuildRunner:
             project = self.layout.projects.get(item.change.project)
             params = build_parameters(item, bs, build, job, self.ctx.zuul_url, build.log_url,
                                       self.ctx.artifacts_url(bs.id),
-                                      warm=project is not None and project.warm)
+                                      warm=project is not None and project.warm,
+                                      enrolled=self.layout.enrolled())
         except ParameterError as exc:
             return self.complete_build(item, build, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout,

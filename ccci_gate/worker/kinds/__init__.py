@@ -7,10 +7,12 @@ from __future__ import annotations
 from .base import BuildContext, JobKind
 from .recipe import RecipeBuild, RecipeInstall, RecipePublish
 from .systest import RecipeSystest
+from .sweep import RecipeSweep
 from .shell import ShellKind
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
-    ShellKind(), RecipeBuild(), RecipePublish(), RecipeInstall(), RecipeSystest())}
+    ShellKind(), RecipeBuild(), RecipePublish(), RecipeInstall(), RecipeSystest(),
+    RecipeSweep())}
 
 
 def get_kind(name: str) -> JobKind:

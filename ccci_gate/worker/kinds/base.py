@@ -29,6 +29,9 @@ class BuildContext:
     - ``stop``: set when the build is aborted (``stop:<worker>``) or timed out; long
       steps poll it (or ``ctx.stopped``) and return promptly.
     - ``deadline``: ``time.monotonic()`` value after which the build is TIMED_OUT.
+    - ``message``: a kind may set one line that its result alone does not say (the
+      sweep's ``up to date: ...``); it becomes the build's ``message`` in the item's
+      summary (status, history, reports).
     """
 
     job: JobConfig
@@ -39,6 +42,7 @@ class BuildContext:
     stop: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
     jobs_dir: Path | None = None
+    message: str = ""
 
     @property
     def stopped(self) -> bool:

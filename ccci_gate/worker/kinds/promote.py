@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 import docker.errors
 
@@ -43,13 +44,21 @@ def why_not(ctx: BuildContext) -> str:
         return "quick runs never promote"
     if ctx.parameters.get("ZUUL_CHANGE"):
         return "a change under test (only branch runs promote)"
-    ws = ctx.workspace
+    tag, commit = latest_release(ctx.workspace)
+    if not tag:
+        return "the recipe has no release tag"
+    if commit != out(ctx.workspace, "rev-parse", "HEAD"):
+        return f"the head is not the latest release {tag}"
+    return ""
+
+
+def latest_release(ws: Path) -> tuple[str, str]:
+    """The recipe's latest release: its newest version tag (git's version sort, as the
+    upgrade base reads tags) and that tag's commit; ``("", "")`` without tags."""
     tags = [t for t in out(ws, "tag", "--sort=-v:refname", check=False).split() if t]
     if not tags:
-        return "the recipe has no release tag"
-    if out(ws, "rev-list", "-n1", tags[0], check=False) != out(ws, "rev-parse", "HEAD"):
-        return f"the head is not the latest release {tags[0]}"
-    return ""
+        return "", ""
+    return tags[0], out(ws, "rev-list", "-n1", f"refs/tags/{tags[0]}", check=False)
 
 
 class Promotion:

@@ -137,11 +137,7 @@ class RecipeSystest(Deploying):
         the target branch tip."""
         from .quick import known_good_version
         ws = ctx.workspace
-        url = f"{ctx.parameters.get('ZUUL_URL', '').rstrip('/')}/{ctx.parameters.get('ZUUL_PROJECT', '')}"
-        branch = ctx.parameters.get("ZUUL_BRANCH", "main")
-        if ctx.parameters.get("ZUUL_URL"):
-            git(ws, "fetch", "-q", "--tags", "--", url,
-                f"+refs/ccci/tip/{branch}:refs/ccci/tip", timeout=300, check=False)
+        fetch_tags(ctx)
         head_sha, head_version = out(ws, "rev-parse", "HEAD"), head.version()
 
         def commit_of(ref: str) -> str:
@@ -209,6 +205,17 @@ class RecipeSystest(Deploying):
         if before != after:
             raise SnapshotError("restored volumes differ from what was snapshotted")
         ctx.log(f"backup → wipe → restore round trip of {len(before)} volume(s): identical\n")
+
+
+def fetch_tags(ctx: BuildContext) -> None:
+    """Into the workspace, from the merger (``ZUUL_URL``): the recipe's tags and its
+    target branch tip as ``refs/ccci/tip``; nothing without a ``ZUUL_URL``."""
+    if not ctx.parameters.get("ZUUL_URL"):
+        return
+    url = f"{ctx.parameters['ZUUL_URL'].rstrip('/')}/{ctx.parameters.get('ZUUL_PROJECT', '')}"
+    branch = ctx.parameters.get("ZUUL_BRANCH", "main")
+    git(ctx.workspace, "fetch", "-q", "--tags", "--", url,
+        f"+refs/ccci/tip/{branch}:refs/ccci/tip", timeout=300, check=False)
 
 
 def _tree_digest(root: Path) -> str:
