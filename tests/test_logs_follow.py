@@ -59,6 +59,19 @@ def logs_cli(gk, *args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, **kw)
 
 
+def follow(gk, build: str) -> tuple[subprocess.Popen, bytearray, threading.Thread]:
+    """``ccci-gate logs -f build``, its output gathered as it comes by a reader thread."""
+    follower = logs_cli(gk, "-f", build)
+    seen = bytearray()
+
+    def read() -> None:
+        while chunk := follower.stdout.read1(65536):
+            seen.extend(chunk)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return follower, seen, reader
+
+
 def running_build(gk) -> str:
     def find():
         for p in gk.scheduler.status()["pipelines"]:
@@ -79,14 +92,7 @@ def test_follow_a_running_build_to_its_end(gatekeeper, change, result, code):
     url = f"{gk.web_url}/logs/{build}"
     wait_for(lambda: b"before hold 299" in requests.get(url, timeout=10).content, 60,
              "the first part of the log")
-    follower = logs_cli(gk, "-f", build)
-    seen = bytearray()
-
-    def read() -> None:
-        while chunk := follower.stdout.read1(65536):
-            seen.extend(chunk)
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    follower, seen, reader = follow(gk, build)
     wait_for(lambda: b"before hold 299" in seen, 30, "the follower to print the first part")
     assert follower.poll() is None, "it must wait while the build runs"
     assert b"after hold" not in seen
@@ -137,14 +143,7 @@ def test_a_follower_waits_out_a_gatekeeper_restart(tmp_path):
     try:
         admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
         build = running_build(gk)
-        follower = logs_cli(gk, "-f", build)
-        seen = bytearray()
-
-        def read() -> None:
-            while chunk := follower.stdout.read1(65536):
-                seen.extend(chunk)
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
+        follower, seen, reader = follow(gk, build)
         wait_for(lambda: b"before hold 299" in seen, 60, "the follower to print the first part")
         gk.stop()
         time.sleep(2)   # the follower finds nobody listening for a few polls
