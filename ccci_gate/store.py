@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS builds (
     log_url TEXT, enqueued_at REAL, started_at REAL, finished_at REAL, message TEXT
 );
 CREATE INDEX IF NOT EXISTS builds_item ON builds (item_id);
+CREATE INDEX IF NOT EXISTS builds_job ON builds (job, result, finished_at);
 CREATE TABLE IF NOT EXISTS live_items (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL
@@ -302,6 +303,17 @@ class Store:
 
     def builds_of(self, item_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM builds WHERE item_id = ? ORDER BY enqueued_at", (item_id,))
+
+    def durations(self, job: str, limit: int = 10) -> list[float]:
+        """Seconds each of ``job``'s last ``limit`` successful builds took, newest first
+        (what the status page's time estimates are made of: ``web/estimates.py``)."""
+        return [r["d"] for r in self._rows(
+            "SELECT finished_at - started_at AS d FROM builds WHERE job = ? AND result ="
+            " 'SUCCESS' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?", (job, limit))]
+
+    def buildsets_of(self, item_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM buildsets WHERE item_id = ? ORDER BY rowid", (item_id,))
 
     def reports_of(self, item_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM reports WHERE item_id = ? ORDER BY at", (item_id,))

@@ -15,7 +15,8 @@ than a second: the worker pool (two admin round trips per server) comes from a
 - ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
   the ``recent`` finished items with their result and page, and ``disk``: bytes per kind
   as the retention janitor last measured them (``retention.py``)
-- ``GET /items/<id>``: one item (live, or from history)
+- ``GET /items/<id>``: one item (live, or from history); a client that prefers
+  ``text/html`` (a browser) gets the change's page instead (``web/pages.py``)
 - ``GET /history.json``: recently finished items
 - ``GET /logs/<build-id>``, ``GET /builds/<build-id>.json``: a build's log (ranges,
   gzip) and record (``web/logs.py``)
@@ -41,6 +42,7 @@ from ..logstore import LogStore
 from ..scheduler import Scheduler
 from ..store import Store
 from .logs import LogRoutes
+from .estimates import Estimates
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
 
@@ -72,6 +74,8 @@ class GatekeeperAPI:
         self.pool_status = Snapshot("pool", pool, wait=1.0)
         self.logs = logs or LogRoutes(LogStore(log_dir), store)
         self.disk = disk
+        self.estimates = Estimates(store)
+        self.item_page: Callable[[Request, dict[str, Any]], Response] | None = None   # pages.py
 
     def register(self, router: Router) -> None:
         router.add("GET", "/status.json", self.status)
@@ -90,7 +94,7 @@ class GatekeeperAPI:
     # --- open endpoints -----------------------------------------------------------------
 
     def status(self, request: Request) -> Response:
-        data = self.scheduler.status()
+        data = self.estimates.annotate(self.scheduler.status())
         pool = self.pool_status.get(POOL_MAX_AGE)
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
@@ -113,7 +117,10 @@ class GatekeeperAPI:
         data = self.scheduler.snapshot.items.get(item_id) or self.store.item(item_id)
         if data is None:
             return Response.error(404, "no such item")
-        return Response.json(self.logs.annotate(data))
+        data = self.logs.annotate(data)
+        if self.item_page is not None:
+            return self.item_page(request, data)
+        return Response.json(data)
 
     # --- admin endpoints ----------------------------------------------------------------
 

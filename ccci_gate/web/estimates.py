@@ -1,0 +1,74 @@
+"""How long a build will take, from its job's recent successful runs.
+
+Vocabulary:
+
+- **estimate** of a job: the median duration, in seconds, of its last ``SAMPLES``
+  successful builds in the store (``Store.durations``; Zuul keeps the last 10 too); None
+  before its first success.
+- **remaining** of a running build: its estimate less the time it has run, never below 0
+  (a build over its estimate has 0 left, not a negative time).
+
+:meth:`Estimates.annotate` adds both to every build of a ``/status.json`` document (a
+copy: the published snapshot is never changed). Estimates are read from the store at
+most every ``MAX_AGE`` seconds per job, so a page refreshed by many browsers costs a few
+indexed reads, not one per request.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from ..store import Store
+
+SAMPLES = 10
+MAX_AGE = 10.0
+
+
+class Estimates:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time,
+                 max_age: float = MAX_AGE):
+        self.store = store
+        self.clock = clock
+        self.max_age = max_age
+        self._cache: dict[str, tuple[float, float | None]] = {}   # job -> (read at, estimate)
+        self._lock = threading.Lock()
+
+    def of(self, job: str) -> float | None:
+        """The estimate of ``job`` (seconds), or None when it never succeeded."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(job)
+        if cached is not None and now - cached[0] < self.max_age:
+            return cached[1]
+        durations = [d for d in self.store.durations(job, SAMPLES) if d is not None and d >= 0]
+        value = statistics.median(durations) if durations else None
+        with self._lock:
+            self._cache[job] = (now, value)
+        return value
+
+    def annotate(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """``status`` (``Engine.status()`` plain data) with ``estimate`` and ``remaining``
+        on each build, and ``now`` (the clock they were computed at; ``time`` is when the
+        snapshot was taken); copies what it changes."""
+        now = self.clock()
+        pipelines = []
+        for pipeline in status.get("pipelines", []):
+            queues = [{**q, "items": [self._item(i, now) for i in q["items"]]}
+                      for q in pipeline["queues"]]
+            pipelines.append({**pipeline, "queues": queues})
+        return {**status, "pipelines": pipelines, "now": now}
+
+    def _item(self, item: Mapping[str, Any], now: float) -> dict[str, Any]:
+        return {**item, "jobs": [self.build(j, now) for j in item["jobs"]]}
+
+    def build(self, build: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """One build summary with its ``estimate`` and ``remaining``."""
+        estimate = self.of(build["name"])
+        remaining = None
+        started = build.get("started_at")
+        if estimate is not None and not build.get("result"):
+            ran = now - started if started is not None else 0.0
+            remaining = max(0.0, estimate - ran)
+        return {**build, "estimate": estimate, "remaining": remaining}
