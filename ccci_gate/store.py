@@ -306,7 +306,7 @@ class Store:
 
     def durations(self, job: str, limit: int = 10) -> list[float]:
         """Seconds each of ``job``'s last ``limit`` successful builds took, newest first
-        (what the status page's time estimates are made of: ``web/estimates.py``)."""
+        (what the status page's time estimates are made of: ``web/statusdoc.py``)."""
         return [r["d"] for r in self._rows(
             "SELECT finished_at - started_at AS d FROM builds WHERE job = ? AND result ="
             " 'SUCCESS' AND started_at IS NOT NULL AND finished_at IS NOT NULL"

@@ -21,7 +21,7 @@ from ccci_gate.store import Store
 from ccci_gate.web import logstream, pages as pages_module
 from ccci_gate.web.api import GatekeeperAPI
 from ccci_gate.web.artifacts import ArtifactStore
-from ccci_gate.web.estimates import Estimates
+from ccci_gate.web.statusdoc import Estimates
 from ccci_gate.web.pages import Pages, prefers_html, redact
 from ccci_gate.web.routes import Router
 from ccci_gate.web.server import WebServer
@@ -236,8 +236,14 @@ def test_estimates_are_the_median_of_recent_successes_and_never_change_the_snaps
     assert status == before
     assert [(j["estimate"], j["remaining"]) for j in jobs] == [
         (20, 15.0), (20, 0.0), (20, 20.0), (20, None), (None, None)]
-    status = requests.get(world.url + "/status.json", timeout=10).json()
-    assert "now" in status and status["pipelines"][0]["name"] == "gate"
+    running_build(world)
+    full = requests.get(world.url + "/status.json", timeout=10)
+    small = requests.get(world.url + "/status.json?compact=1", timeout=10)
+    assert "now" in full.json() and small.headers["Content-Type"] == "application/json"
+    [item] = full.json()["pipelines"][0]["queues"][0]["items"]
+    [same] = small.json()["pipelines"][0]["queues"][0]["items"]
+    assert item["items_ahead"] == [] and same["items_ahead"] == 0
+    assert {**same, "items_ahead": []} == item and len(small.content) < len(full.content)
 
 
 def test_the_status_page_its_files_and_the_routes_around_it(world):

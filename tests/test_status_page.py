@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
+from status_worlds import gate_status, serve
 
 pytestmark = pytest.mark.chromium
 
@@ -236,3 +237,36 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     browser.get(url + "/")
     see(browser, "the paused badge", lambda: css(browser, "section[data-pipeline=check] .paused-badge"))
     assert any("pipeline check is paused" in a.text for a in css(browser, "#alerts .alert"))
+
+
+def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
+    """The page against the real engine's status of a 500-item batching gate whose first
+    batch failed and stepped aside (render figures: ``bench/status_page.py``)."""
+    status = gate_status(500, batch=True)
+    items = status["pipelines"][0]["queues"][0]["items"]
+    aside = [i["change"]["id"] for i in items if i["aside"]]
+    assert len(aside) == 8
+    web = serve(status)
+    try:
+        browser.get(web.url + "/")
+        drawn = see(browser, "500 items drawn", lambda: (browser.execute_script(
+            "return window.ccciRender || null") or {}).get("items") == 500 and
+            browser.execute_script("return window.ccciRender"))
+        print(f"500 items drawn in {drawn['ms']:.0f} ms")
+        # read in one go: the page redraws every 2 s, faster than 500 round trips
+        shown = browser.execute_script("""
+            return [...document.querySelectorAll('section[data-pipeline=gate] li.item')].map(
+              (e) => ({change: e.dataset.change, aside: e.classList.contains('aside'),
+                       text: e.innerText,
+                       running: e.querySelectorAll('li.build.state-running').length}));""")
+        assert [e["change"] for e in shown] == [i["change"]["id"] for i in items]
+        set_aside = [e for e in shown if e["aside"]]
+        assert [e["change"] for e in set_aside] == aside
+        assert all("set aside by batching" in e["text"] for e in set_aside)
+        assert any(e["running"] for e in shown), "the probes' builds run"
+        css(browser, "#filter")[0].send_keys("a#250,")
+        see(browser, "one item", lambda: [e.get_attribute("data-change") for e in css(
+            browser, "section[data-pipeline=gate] li.item")] == ["org/a#250,sha250"])
+        assert "499 hidden by the filter" in css(browser, "section[data-pipeline=gate]")[0].text
+    finally:
+        web.shutdown()

@@ -12,9 +12,12 @@ than a second: the worker pool (two admin round trips per server) comes from a
 :class:`~ccci_gate.web.snapshot.Snapshot` asked for again when older than
 ``POOL_MAX_AGE``; history and finished items from the store's own read connection.
 
-- ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
-  the ``recent`` finished items with their result and page, and ``disk``: bytes per kind
-  as the retention janitor last measured them (``retention.py``)
+- ``GET /status.json``: pipelines, queues, items, builds (each with its ``estimate`` and
+  ``remaining`` seconds: ``web/statusdoc.py``), progress, the worker pool, the
+  ``recent`` finished items with their result and page, and ``disk``: bytes per kind
+  as the retention janitor last measured them (``retention.py``); ``?compact=1``
+  gives each item's ``items_ahead`` as a count and no indentation (the status page
+  asks for it)
 - ``GET /items/<id>``: one item (live, or from history); a client that prefers
   ``text/html`` (a browser) gets the change's page instead (``web/pages.py``)
 - ``GET /history.json``: recently finished items
@@ -42,7 +45,7 @@ from ..logstore import LogStore
 from ..scheduler import Scheduler
 from ..store import Store
 from .logs import LogRoutes
-from .estimates import Estimates
+from .statusdoc import Estimates, compact_json
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
 
@@ -94,12 +97,15 @@ class GatekeeperAPI:
     # --- open endpoints -----------------------------------------------------------------
 
     def status(self, request: Request) -> Response:
-        data = self.estimates.annotate(self.scheduler.status())
+        compact = request.query.get("compact") == ["1"]
+        data = self.estimates.annotate(self.scheduler.status(), compact)
         pool = self.pool_status.get(POOL_MAX_AGE)
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
         data["recent"] = self.recent()
         data["disk"] = dict(self.disk())
+        if compact:
+            return Response(200, compact_json(data), {"Content-Type": "application/json"})
         return Response.json(data)
 
     def recent(self) -> list[dict[str, Any]]:

@@ -127,8 +127,9 @@
     if (dependent) {
       // what its speculative ref holds ahead of it: the non-failing items ahead
       const held = ((item.buildset || {}).changes || []).filter((id) => id !== c.id);
-      const ahead = item.items_ahead || [];
-      let text = "not tested yet, " + ahead.length + " ahead in the queue";
+      const ahead = item.items_ahead || 0;   // a count: /status.json?compact=1
+      let text = "not tested yet, " + (ahead.length === undefined ? ahead : ahead.length)
+        + " ahead in the queue";
       if (item.buildset && item.buildset.id && item.buildset.merge_state !== "PENDING") {
         text = held.length ? "tested on top of " + held.join(" + ") : "tested on the branch tip";
       }
@@ -241,7 +242,7 @@
 
   async function tick() {
     try {
-      const response = await fetch("/status.json", {cache: "no-store", headers: {Accept: "application/json"}});
+      const response = await fetch("/status.json?compact=1", {cache: "no-store", headers: {Accept: "application/json"}});
       if (!response.ok) throw new Error("HTTP " + response.status);
       const data = await response.json();
       skew = (data.now || data.time || Date.now() / 1000) - Date.now() / 1000;
@@ -264,6 +265,6 @@
     history.replaceState(null, "", url);
     if (last) render(last);
   });
-  window.ccciRenderStatus = render;   // for bench/status_page.py
+  window.ccciRedraw = () => { if (last) render(last); };   // bench/status_page.py times it
   tick();
 })();
