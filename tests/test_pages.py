@@ -278,3 +278,19 @@ def test_accept_and_redaction():
     assert not prefers_html("text/html;q=bogus, */*")
     assert redact({"CCCI_RESULT_TOKEN": "t", "DB_PASSWORD": "p", "ZUUL_REF": "r"}) == {
         "CCCI_RESULT_TOKEN": "<redacted>", "DB_PASSWORD": "<redacted>", "ZUUL_REF": "r"}
+
+
+def test_a_changes_page_shows_the_buildset_a_reset_replaced(world):
+    for n in (1, 2):
+        world.step(ev.EnqueueRequest("gate", Change("org/a", "main", f"refs/pull/{n}/head",
+                                                    number=n, patchset=f"sha{n}", sha=f"sha{n}")))
+    two = next(i for i in world.scheduler.snapshot.items.values() if i["change"]["number"] == 2)
+    first = two["buildset"]["id"]
+    world.step(ev.BuildCompleted(world.gate.builds[(1, "build")], "FAILURE"))   # 2 is reset
+    html = requests.get(f"{world.url}/items/{two['item_id']}", headers={"Accept": BROWSER},
+                        timeout=10).text
+    current, earlier = html.index("current buildset"), html.index("earlier buildset")
+    assert earlier > current                          # the current one first, then the one replaced
+    assert f"earlier buildset <code>{first}</code>" in html
+    assert "the items ahead changed" in html[current:earlier]
+    assert "refs/zuul/main/1-2" in html[earlier:] and "SUPERSEDED" in html[earlier:]

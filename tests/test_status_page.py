@@ -65,7 +65,7 @@ SCRIPTS = {
         """,
     "test.sh": "echo tested\n",
 }
-GREEN, RED = "rgb(46, 133, 64)", "rgb(208, 49, 45)"   # status.css --ok, --fail
+GREEN, RED, GREY = "rgb(46, 133, 64)", "rgb(208, 49, 45)", "rgb(138, 138, 138)"   # status.css
 
 
 @pytest.fixture
@@ -168,6 +168,9 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     assert colour(browser, failed_bar) == RED
     see(browser, "#3 green", lambda: "result-SUCCESS" in build_li(browser, 3, "test").get_attribute("class"))
     assert colour(browser, build_li(browser, 3, "test").find_element("css selector", ".fill")) == GREEN
+    skipped = build_li(browser, 2, "test")
+    assert "SKIPPED" in skipped.text
+    assert colour(browser, skipped.find_element("css selector", ".fill")) == GREY
     assert "tested on top of org/recipe#1" in item_li(browser, 3).text
     assert "org/recipe#2" not in item_li(browser, 3).find_element("css selector", ".ahead").text
     # the running build: a progress bar from the estimate of the earlier run
@@ -216,6 +219,7 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     see(browser, "the end of the build", lambda: css(browser, "#log")[0].get_attribute(
         "data-result") == "SUCCESS", timeout=30)
     assert "finished: SUCCESS" in css(browser, "#console-state")[0].text
+    browser.save_screenshot(str(artifacts_dir / "console.png"))
 
     items = finished(gk, 6, timeout=60)
     verdicts = {i["change"]["number"]: i["result"] for i in items if i["pipeline"] == "gate"}
@@ -229,6 +233,7 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     assert f"ccci-gate replay {build_id}" in page
     assert "FAILURE" in page and "org/recipe#2" in page
     assert css(browser, "#reports tr") and "failure" in css(browser, "#reports")[0].text
+    browser.save_screenshot(str(artifacts_dir / "change-page.png"))
     # ... and a script asks for the same URL and gets the JSON it always got
     assert requests.get(url + f"/items/{two['item_id']}", timeout=10).json() == gk.store.item(two["item_id"])
 
@@ -246,6 +251,8 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
     items = status["pipelines"][0]["queues"][0]["items"]
     aside = [i["change"]["id"] for i in items if i["aside"]]
     assert len(aside) == 8
+    status["pool"].update(held=3, functions={"build:build": {"queued": 2, "running": 0,
+                                                             "workers": 0}})
     web = serve(status)
     try:
         browser.get(web.url + "/")
@@ -264,9 +271,19 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
         assert [e["change"] for e in set_aside] == aside
         assert all("set aside by batching" in e["text"] for e in set_aside)
         assert any(e["running"] for e in shown), "the probes' builds run"
+        alerts = [a.text for a in css(browser, "#alerts .alert")]
+        assert alerts == ["build:build: 2 queued, no worker registered",
+                          "3 build(s) wait for a worker"]
+        status["pool"] = {"error": "the Gearman servers have not answered yet"}
+        see(browser, "the pool's trouble", lambda: [a.text for a in css(browser, "#alerts .alert")]
+            == ["Gearman: the Gearman servers have not answered yet"])
         css(browser, "#filter")[0].send_keys("a#250,")
         see(browser, "one item", lambda: [e.get_attribute("data-change") for e in css(
             browser, "section[data-pipeline=gate] li.item")] == ["org/a#250,sha250"])
         assert "499 hidden by the filter" in css(browser, "section[data-pipeline=gate]")[0].text
     finally:
         web.shutdown()
+    see(browser, "lost contact said", lambda: any("status unavailable" in a.text and
+                                                  "showing the last one" in a.text
+                                                  for a in css(browser, "#alerts .alert")))
+    assert css(browser, "section[data-pipeline=gate] li.item")   # the last one stays

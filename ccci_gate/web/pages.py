@@ -146,7 +146,8 @@ class Pages:
 
     def item_view(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """What the change's page shows: the item, every buildset with its builds (the
-        current one from the live summary, earlier ones from the store), reports sent."""
+        current one from the live summary, earlier ones from the store; a build of an
+        earlier one stored without a result is ``SUPERSEDED``), reports sent."""
         item_id = data["item_id"]
         store = self.api.store
         current = data["buildset"]
@@ -166,6 +167,8 @@ class Pages:
         for bs_id, row in rows.items():
             runs = sorted(builds.get(bs_id, []), key=lambda b: b.get("enqueued_at") or 0)
             for b in runs:
+                if bs_id != current.get("id") and not b.get("result"):
+                    b["result"] = "SUPERSEDED"   # a reset replaced its buildset first
                 params = self.params_of(b["id"])
                 b["params"] = redact(params) if params is not None else None
                 b["replay"] = "ccci-gate replay " + shlex.quote(b["id"])
@@ -173,7 +176,7 @@ class Pages:
             first = min((b.get("enqueued_at") or 0 for b in runs), default=0)
             buildsets.append({**row, "builds": runs, "current": bs_id == current.get("id"),
                               "first": first})
-        buildsets.sort(key=lambda bs: (bs["current"], bs["first"]))
+        buildsets.sort(key=lambda bs: (not bs["current"], -bs["first"]))   # current, then newest
         return {"item": data, "buildsets": buildsets, "reports": store.reports_of(item_id)}
 
 
