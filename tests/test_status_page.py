@@ -164,6 +164,7 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
         == [f"org/recipe#{n}" for n in (1, 2, 3, 4, 5)]
     # the failing change: red; the one behind it, tested without it: green
     see(browser, "#2 red", lambda: "result-FAILURE" in item_li(browser, 2).get_attribute("class"))
+    assert colour(browser, item_li(browser, 2).find_element("css selector", ".head .result")) == RED
     failed_bar = build_li(browser, 2, "build").find_element("css selector", ".bar .fill")
     assert colour(browser, failed_bar) == RED
     see(browser, "#3 green", lambda: "result-SUCCESS" in build_li(browser, 3, "test").get_attribute("class"))
