@@ -209,23 +209,28 @@ def test_a_changes_page_for_browsers_and_the_same_json_for_everyone_else(world):
 
 
 def test_estimates_are_the_median_of_recent_successes_and_never_change_the_snapshot(world):
-    def summary(item_id: str, durations: list[tuple[float, str]]) -> dict:
+    def summary(item_id: str, project: str, durations: list[tuple[float, str]]) -> dict:
         jobs = [{"id": f"{item_id}{k:02d}".ljust(32, "0"), "name": "build", "attempt": 1,
                  "state": "COMPLETED", "result": result, "voting": True,
                  "enqueued_at": 1000.0 + k, "started_at": 1000.0 + k,
                  "finished_at": 1000.0 + k + d} for k, (d, result) in enumerate(durations)]
         return {"item_id": item_id.ljust(32, "0"), "pipeline": "check", "state": "REPORTED",
                 "result": "SUCCESS", "quick": False, "enqueued_at": 1000.0,
-                "change": {"project": "org/a", "number": 1, "patchset": None, "ref": "r",
+                "change": {"project": project, "number": 1, "patchset": None, "ref": "r",
                            "branch": "main", "sha": None},
-                "buildset": {"id": "b".ljust(32, "0"), "ref": "", "commit": "",
+                "buildset": {"id": f"{item_id}b".ljust(32, "0"), "ref": "", "commit": "",
                              "merge_state": "READY", "changes": []}, "jobs": jobs}
-    world.store.save_items([summary("a", [(10, "SUCCESS"), (30, "SUCCESS"), (20, "SUCCESS"),
-                                          (999, "FAILURE")])], finished=True)
+    world.store.save_items([
+        summary("a", "org/a", [(10, "SUCCESS"), (30, "SUCCESS"), (20, "SUCCESS"), (999, "FAILURE")]),
+        summary("b", "org/big", [(300, "SUCCESS"), (400, "SUCCESS")])], finished=True)
     estimates = Estimates(world.store, clock=lambda: 2000.0)
-    assert estimates.of("build") == 20 and estimates.of("nothing-yet") is None
+    assert estimates.of("build", "org/a") == 20       # a project's own runs
+    assert estimates.of("build", "org/big") == 350
+    assert estimates.of("build") == 30                # any project's
+    assert estimates.of("build", "org/new") == 30     # a project with no run yet
+    assert estimates.of("nothing-yet") is None and estimates.of("nothing-yet", "org/a") is None
     status = {"pipelines": [{"name": "check", "queues": [{"name": "q", "window": 0, "items": [
-        {"item_id": "x", "jobs": [
+        {"item_id": "x", "change": {"project": "org/a"}, "jobs": [
             {"name": "build", "started_at": 1995.0, "result": None},
             {"name": "build", "started_at": 1900.0, "result": None},
             {"name": "build", "started_at": None, "result": None},

@@ -3,9 +3,10 @@ will take, and the compact form the status page asks for.
 
 Vocabulary:
 
-- **estimate** of a job: the median duration, in seconds, of its last ``SAMPLES``
-  successful builds in the store (``Store.durations``; Zuul keeps the last 10 too); None
-  before its first success.
+- **estimate** of a job for a project: the median duration, in seconds, of the job's
+  last ``SAMPLES`` successful builds for that project in the store (``Store.durations``;
+  Zuul keeps the last 10 too) — one recipe's install is not another's — else of its
+  last ``SAMPLES`` for any project; None before its first success.
 - **remaining** of a running build: its estimate less the time it has run, never below 0
   (a build over its estimate has 0 left, not a negative time).
 
@@ -39,20 +40,26 @@ class Estimates:
         self.store = store
         self.clock = clock
         self.max_age = max_age
-        self._cache: dict[str, tuple[float, float | None]] = {}   # job -> (read at, estimate)
+        # (job, project) -> (read at, estimate)
+        self._cache: dict[tuple[str, str | None], tuple[float, float | None]] = {}
         self._lock = threading.Lock()
 
-    def of(self, job: str) -> float | None:
-        """The estimate of ``job`` (seconds), or None when it never succeeded."""
+    def of(self, job: str, project: str | None = None) -> float | None:
+        """The estimate of ``job`` for ``project`` (seconds), or None when it never
+        succeeded."""
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(job)
+            cached = self._cache.get((job, project))
         if cached is not None and now - cached[0] < self.max_age:
             return cached[1]
-        durations = [d for d in self.store.durations(job, SAMPLES) if d is not None and d >= 0]
-        value = statistics.median(durations) if durations else None
+        durations = [d for d in self.store.durations(job, project, SAMPLES)
+                     if d is not None and d >= 0]
+        if durations:
+            value: float | None = statistics.median(durations)
+        else:
+            value = self.of(job) if project is not None else None
         with self._lock:
-            self._cache[job] = (now, value)
+            self._cache[(job, project)] = (now, value)
         return value
 
     def annotate(self, status: Mapping[str, Any], compact: bool = False) -> dict[str, Any]:
@@ -68,14 +75,17 @@ class Estimates:
         return {**status, "pipelines": pipelines, "now": now}
 
     def _item(self, item: Mapping[str, Any], now: float, compact: bool) -> dict[str, Any]:
-        out = {**item, "jobs": [self.build(j, now) for j in item["jobs"]]}
+        project = (item.get("change") or {}).get("project")
+        out = {**item, "jobs": [self.build(j, now, project) for j in item["jobs"]]}
         if compact:
             out["items_ahead"] = len(item.get("items_ahead") or ())
         return out
 
-    def build(self, build: Mapping[str, Any], now: float) -> dict[str, Any]:
-        """One build summary with its ``estimate`` and ``remaining``."""
-        estimate = self.of(build["name"])
+    def build(self, build: Mapping[str, Any], now: float,
+              project: str | None = None) -> dict[str, Any]:
+        """One build summary (of an item of ``project``) with its ``estimate`` and
+        ``remaining``."""
+        estimate = self.of(build["name"], project)
         remaining = None
         started = build.get("started_at")
         if estimate is not None and not build.get("result"):
