@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -299,3 +300,19 @@ def test_a_changes_page_shows_the_buildset_a_reset_replaced(world):
     assert f"earlier buildset <code>{first}</code>" in html
     assert "the items ahead changed" in html[current:earlier]
     assert "refs/zuul/main/1-2" in html[earlier:] and "SUPERSEDED" in html[earlier:]
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_the_browser_tests_skip_without_chromium_and_fail_under_ci(ci, tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "CI": ci, "CCCI_CHROMIUM": str(tmp_path / "no-chromium")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_status_page.py", "-k", "batching"], env=env,
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if ci:
+        assert done.returncode == 1 and "is required under CI" in done.stdout, done.stdout
+    else:
+        assert done.returncode == 0 and "1 skipped" in done.stdout, done.stdout
