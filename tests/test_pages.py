@@ -222,7 +222,8 @@ def test_estimates_are_the_median_of_recent_successes_and_never_change_the_snaps
                 "buildset": {"id": f"{item_id}b".ljust(32, "0"), "ref": "", "commit": "",
                              "merge_state": "READY", "changes": []}, "jobs": jobs}
     world.store.save_items([
-        summary("a", "org/a", [(10, "SUCCESS"), (30, "SUCCESS"), (20, "SUCCESS"), (999, "FAILURE")]),
+        summary("a", "org/a", [(10, "SUCCESS"), (30, "SUCCESS"), (20, "SUCCESS"),
+                               (999, "FAILURE")]),
         summary("b", "org/big", [(300, "SUCCESS"), (400, "SUCCESS")])], finished=True)
     estimates = Estimates(world.store, clock=lambda: 2000.0)
     assert estimates.of("build", "org/a") == 20       # a project's own runs

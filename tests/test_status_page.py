@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import textwrap
-import time
 from urllib.parse import quote
 
 import pytest
@@ -65,6 +64,7 @@ SCRIPTS = {
         """,
     "test.sh": "echo tested\n",
 }
+GATE_ITEMS = "section[data-pipeline=gate] li.item"
 GREEN, RED, GREY = "rgb(46, 133, 64)", "rgb(208, 49, 45)", "rgb(138, 138, 138)"   # status.css
 
 
@@ -133,8 +133,13 @@ def _quiet(predicate):
         return None
 
 
+def gate_changes(driver) -> list[str]:
+    """The gate's items top to bottom, as the page shows them."""
+    return [e.get_attribute("data-change") for e in css(driver, GATE_ITEMS)]
+
+
 def item_li(driver, n: int):
-    return next(e for e in css(driver, "section[data-pipeline=gate] li.item")
+    return next(e for e in css(driver, GATE_ITEMS)
                 if e.get_attribute("data-change") == f"org/recipe#{n}")
 
 
@@ -158,17 +163,18 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
         60, "#2 failed while #1 runs and #3 passed")
 
     browser.get(url + "/")
-    see(browser, "the gate drawn", lambda: len(css(browser, "section[data-pipeline=gate] li.item")) == 5)
+    see(browser, "the gate drawn", lambda: len(css(browser, GATE_ITEMS)) == 5)
     # queue order, top to bottom, as the gate tests them
-    assert [e.get_attribute("data-change") for e in css(browser, "section[data-pipeline=gate] li.item")] \
-        == [f"org/recipe#{n}" for n in (1, 2, 3, 4, 5)]
+    assert gate_changes(browser) == [f"org/recipe#{n}" for n in (1, 2, 3, 4, 5)]
     # the failing change: red; the one behind it, tested without it: green
     see(browser, "#2 red", lambda: "result-FAILURE" in item_li(browser, 2).get_attribute("class"))
     assert colour(browser, item_li(browser, 2).find_element("css selector", ".head .result")) == RED
     failed_bar = build_li(browser, 2, "build").find_element("css selector", ".bar .fill")
     assert colour(browser, failed_bar) == RED
-    see(browser, "#3 green", lambda: "result-SUCCESS" in build_li(browser, 3, "test").get_attribute("class"))
-    assert colour(browser, build_li(browser, 3, "test").find_element("css selector", ".fill")) == GREEN
+    see(browser, "#3 green", lambda: "result-SUCCESS" in build_li(browser, 3, "test")
+        .get_attribute("class"))
+    passed = build_li(browser, 3, "test").find_element("css selector", ".fill")
+    assert colour(browser, passed) == GREEN
     skipped = build_li(browser, 2, "test")
     assert "SKIPPED" in skipped.text
     assert colour(browser, skipped.find_element("css selector", ".fill")) == GREY
@@ -191,14 +197,12 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     # the filter, kept in the URL
     box = css(browser, "#filter")[0]
     box.send_keys("recipe#3")
-    see(browser, "only #3", lambda: [e.get_attribute("data-change") for e in css(
-        browser, "section[data-pipeline=gate] li.item")] == ["org/recipe#3"])
+    see(browser, "only #3", lambda: gate_changes(browser) == ["org/recipe#3"])
     assert "q=" + quote("recipe#3", safe="") in browser.current_url
     browser.get(browser.current_url)
-    see(browser, "only #3 after a reload", lambda: [e.get_attribute("data-change") for e in css(
-        browser, "section[data-pipeline=gate] li.item")] == ["org/recipe#3"])
+    see(browser, "only #3 after a reload", lambda: gate_changes(browser) == ["org/recipe#3"])
     browser.get(url + "/")
-    see(browser, "the gate drawn", lambda: len(css(browser, "section[data-pipeline=gate] li.item")) == 5)
+    see(browser, "the gate drawn", lambda: len(css(browser, GATE_ITEMS)) == 5)
 
     # the failed build's log link works, and its markup is text
     log_link = build_li(browser, 2, "build").find_element("css selector", "a.log")
@@ -208,8 +212,9 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
 
     # the running build's console: a line appears while the build runs
     browser.get(url + "/")
-    see(browser, "the gate drawn", lambda: len(css(browser, "section[data-pipeline=gate] li.item")) == 5)
-    browser.get(build_li(browser, 1, "build").find_element("css selector", "a.console").get_attribute("href"))
+    see(browser, "the gate drawn", lambda: len(css(browser, GATE_ITEMS)) == 5)
+    console = build_li(browser, 1, "build").find_element("css selector", "a.console")
+    browser.get(console.get_attribute("href"))
     see(browser, "the log so far", lambda: "holding until" in css(browser, "#log")[0].text)
     assert "LIVE-LINE" not in css(browser, "#log")[0].text
     (hold / "say").touch()
@@ -236,12 +241,14 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     assert css(browser, "#reports tr") and "failure" in css(browser, "#reports")[0].text
     browser.save_screenshot(str(artifacts_dir / "change-page.png"))
     # ... and a script asks for the same URL and gets the JSON it always got
-    assert requests.get(url + f"/items/{two['item_id']}", timeout=10).json() == gk.store.item(two["item_id"])
+    as_json = requests.get(url + f"/items/{two['item_id']}", timeout=10).json()
+    assert as_json == gk.store.item(two["item_id"])
 
     # a paused pipeline is shown, with an alert
     assert admin(gk, "/admin/pause", {"pipeline": "check"}).status_code == 202
     browser.get(url + "/")
-    see(browser, "the paused badge", lambda: css(browser, "section[data-pipeline=check] .paused-badge"))
+    see(browser, "the paused badge",
+        lambda: css(browser, "section[data-pipeline=check] .paused-badge"))
     assert any("pipeline check is paused" in a.text for a in css(browser, "#alerts .alert"))
 
 
@@ -276,15 +283,15 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
         assert alerts == ["build:build: 2 queued, no worker registered",
                           "3 build(s) wait for a worker"]
         status["pool"] = {"error": "the Gearman servers have not answered yet"}
-        see(browser, "the pool's trouble", lambda: [a.text for a in css(browser, "#alerts .alert")]
-            == ["Gearman: the Gearman servers have not answered yet"])
+        see(browser, "the pool's trouble", lambda: [a.text for a in css(
+            browser, "#alerts .alert")] == ["Gearman: the Gearman servers have not answered yet"])
         css(browser, "#filter")[0].send_keys("a#250,")
-        see(browser, "one item", lambda: [e.get_attribute("data-change") for e in css(
-            browser, "section[data-pipeline=gate] li.item")] == ["org/a#250,sha250"])
-        assert "499 hidden by the filter" in css(browser, "section[data-pipeline=gate]")[0].text
+        see(browser, "one item", lambda: gate_changes(browser) == ["org/a#250,sha250"])
+        gate = css(browser, "section[data-pipeline=gate]")[0]
+        assert "499 hidden by the filter" in gate.text
     finally:
         web.shutdown()
     see(browser, "lost contact said", lambda: any("status unavailable" in a.text and
                                                   "showing the last one" in a.text
                                                   for a in css(browser, "#alerts .alert")))
-    assert css(browser, "section[data-pipeline=gate] li.item")   # the last one stays
+    assert css(browser, GATE_ITEMS)   # the last view stays

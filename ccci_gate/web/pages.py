@@ -15,6 +15,7 @@ autoescape here, ``textContent`` in the page scripts.
 """
 from __future__ import annotations
 
+import datetime
 import re
 import shlex
 import threading
@@ -205,10 +206,10 @@ def _duration(build: Mapping[str, Any]) -> float | None:
 
 
 def _when(ts: float | None) -> str:
-    import datetime
     if not ts:
         return "—"
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def _secs(value: float | None) -> str:
