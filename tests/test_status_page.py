@@ -261,6 +261,8 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
     assert len(aside) == 8
     status["pool"].update(held=3, functions={"build:build": {"queued": 2, "running": 0,
                                                              "workers": 0}})
+    evil = '<img id="evil" src="x" onerror="document.title = \'pwned\'">'
+    items[0]["change"].update(title=evil, url="javascript:document.title='pwned'")
     web = serve(status)
     try:
         browser.get(web.url + "/")
@@ -279,6 +281,10 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
         assert [e["change"] for e in set_aside] == aside
         assert all("set aside by batching" in e["text"] for e in set_aside)
         assert any(e["running"] for e in shown), "the probes' builds run"
+        assert evil in shown[0]["text"] and not css(browser, "#evil")   # text, not markup
+        first = css(browser, GATE_ITEMS)[0].find_element("css selector", ".change")
+        assert first.tag_name == "span" and first.get_attribute("href") is None
+        assert browser.title == "ccci-gate status"
         alerts = [a.text for a in css(browser, "#alerts .alert")]
         assert alerts == ["build:build: 2 queued, no worker registered",
                           "3 build(s) wait for a worker"]
