@@ -18,6 +18,7 @@ import requests
 from ccci_gate.core import events as ev
 from ccci_gate.core.model import Change
 from ccci_gate.scheduler import Scheduler
+from ccci_gate.credentials import Signer
 from ccci_gate.store import Store
 from ccci_gate.web import logstream, pages as pages_module
 from ccci_gate.web.api import GatekeeperAPI
@@ -50,7 +51,8 @@ class World:
         router = Router()
         self.api.register(router)
         self.pages.register(router)
-        ArtifactStore(tmp_path / "artifacts").register(router)
+        self.artifacts = ArtifactStore(tmp_path / "artifacts", Signer("the gatekeeper's key"))
+        self.artifacts.register(router)
         self.web = WebServer(router, "127.0.0.1", 0)
         self.web.start()
         self.url = self.web.url
@@ -274,6 +276,11 @@ def test_the_status_page_its_files_and_the_routes_around_it(world):
     assert requests.post(world.url + "/", timeout=10).status_code == 405
     listing = requests.get(world.url + "/artifacts/" + "a" * 32 + "/", timeout=10)
     assert listing.json() == {"artifacts": []}
+    token = world.artifacts.token("a" * 32)
+    assert requests.put(world.url + "/artifacts/" + "a" * 32 + "/bundle.tar", data=b"x",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 201
+    listing = requests.get(world.url + "/artifacts/" + "a" * 32 + "/", timeout=10)
+    assert listing.json() == {"artifacts": ["bundle.tar"]}
 
 
 def test_accept_and_redaction():
