@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ccci_gate.buildparams import split_secrets
 from ccci_gate.core import events as ev
 from ccci_gate.core.model import Change
 from ccci_gate.scheduler import Scheduler
@@ -24,7 +25,7 @@ from ccci_gate.web import logstream, pages as pages_module
 from ccci_gate.web.api import GatekeeperAPI
 from ccci_gate.web.artifacts import ArtifactStore
 from ccci_gate.web.statusdoc import Estimates
-from ccci_gate.web.pages import Pages, prefers_html, redact
+from ccci_gate.web.pages import Pages, prefers_html, shown_params
 from ccci_gate.web.routes import Router
 from ccci_gate.web.server import WebServer
 from gate_harness import Gate
@@ -46,8 +47,7 @@ class World:
         self.api = GatekeeperAPI(self.scheduler, self.store, self.logs, "token",
                                  reconfigure=lambda: [], pool=lambda: {},
                                  change_ref=lambda p, n: "", web_url="")
-        self.pages = Pages(self.api, params_of=lambda build_id: {"ZUUL_PROJECT": "org/a",
-                                                                 "CCCI_RESULT_TOKEN": "s3cr3t"})
+        self.pages = Pages(self.api)
         router = Router()
         self.api.register(router)
         self.pages.register(router)
@@ -109,7 +109,11 @@ class Events:
 def running_build(world: World) -> str:
     world.step(ev.EnqueueRequest("gate", Change("org/a", "main", "refs/pull/1/head", number=1,
                                                 patchset="sha1", sha="sha1", title=EVIL)))
-    return world.gate.builds[(1, "build")]
+    build_id = world.gate.builds[(1, "build")]
+    # what the recording dispatcher keeps of its parameters (buildparams.py)
+    kept, secrets = split_secrets({"ZUUL_PROJECT": "org/a", "CCCI_RESULT_TOKEN": "s3cr3t"})
+    world.store.save_params([(build_id, "build:build", kept, secrets)])
+    return build_id
 
 
 def test_a_live_log_streams_each_line_as_written_and_ends_with_the_result(world):
@@ -207,8 +211,12 @@ def test_a_changes_page_for_browsers_and_the_same_json_for_everyone_else(world):
     assert f"ccci-gate replay {build_id}" in html
     assert "refs/zuul/main/1" in html                    # the buildset's ref
     assert "ZUUL_PROJECT=org/a" in html and "s3cr3t" not in html
+    assert "CCCI_RESULT_TOKEN=(secret: not stored)" in html
     assert ">failure<" in html and ">log<" in html       # the report sent
     assert f'href="/console/{build_id}"' in html
+    world.store.expire_logs([build_id], "older than 30 days")     # retention removed it
+    html = requests.get(url, headers={"Accept": BROWSER}, timeout=10).text
+    assert "log expired" in html and f'href="/console/{build_id}"' not in html
 
 
 def test_estimates_are_the_median_of_recent_successes_and_never_change_the_snapshot(world):
@@ -283,15 +291,17 @@ def test_the_status_page_its_files_and_the_routes_around_it(world):
     assert listing.json() == {"artifacts": ["bundle.tar"]}
 
 
-def test_accept_and_redaction():
+def test_accept_and_parameters_shown():
     assert prefers_html(BROWSER)
     assert prefers_html("text/html")
     assert not prefers_html("*/*") and not prefers_html("")
     assert not prefers_html("application/json")
     assert not prefers_html("application/json, text/html;q=0.5")
     assert not prefers_html("text/html;q=bogus, */*")
-    assert redact({"CCCI_RESULT_TOKEN": "t", "DB_PASSWORD": "p", "ZUUL_REF": "r"}) == {
-        "CCCI_RESULT_TOKEN": "<redacted>", "DB_PASSWORD": "<redacted>", "ZUUL_REF": "r"}
+    assert shown_params(None) is None
+    assert shown_params({"parameters": {"ZUUL_REF": "r", "DB_PASSWORD": "leaked?"},
+                         "secrets": ["CCCI_RESULT_TOKEN"]}) == {
+        "CCCI_RESULT_TOKEN": "(secret: not stored)", "ZUUL_REF": "r"}
 
 
 def test_a_changes_page_shows_the_buildset_a_reset_replaced(world):

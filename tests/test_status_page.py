@@ -237,6 +237,9 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     page = browser.find_element("tag name", "body").text
     build_id = two["jobs"][0]["id"]
     assert f"ccci-gate replay {build_id}" in page
+    # the parameters it was dispatched with, as recorded; the hand-over token's value never
+    assert "ZUUL_PROJECT=org/recipe" in browser.page_source
+    assert "CCCI_RESULT_TOKEN=(secret: not stored)" in browser.page_source
     assert "FAILURE" in page and "org/recipe#2" in page
     assert css(browser, "#reports tr") and "failure" in css(browser, "#reports")[0].text
     browser.save_screenshot(str(artifacts_dir / "change-page.png"))

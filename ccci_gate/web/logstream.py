@@ -1,10 +1,10 @@
 """A build's log as server-sent events, followed while the build runs.
 
-Logs are files: ``<log_dir>/<build-id>.log``, appended while the build runs (the
-dispatcher writes what workers send), or ``<build-id>.log.gz`` once compressed at rest.
-:class:`LogStream` is a response body (an iterable of bytes the listener sends chunk by
-chunk, ``web/server.py``) that polls the file every ``POLL`` seconds — it holds no lock
-and never asks the scheduler — and sends:
+Logs are kept by the :class:`~ccci_gate.logstore.LogStore`: ``<build-id>.log`` appended
+while the build runs, ``<build-id>.log.gz`` once finished; :meth:`LogStore.read` reads
+either at an offset. :class:`LogStream` is a response body (an iterable of bytes the
+listener sends chunk by chunk, ``web/server.py``) that reads on every ``POLL`` seconds —
+it holds no lock of the scheduler's and never asks it — and sends:
 
 - ``retry: 2000`` first (how long a browser waits before it reconnects);
 - each complete new line as ``data: <line>``, one event per line; the last event of a
@@ -18,38 +18,16 @@ and never asks the scheduler — and sends:
 """
 from __future__ import annotations
 
-import gzip
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator
+
+from ..logstore import LogStore
 
 POLL = 0.2          # seconds between reads of a running build's log
 CHECK = 1.0         # seconds between asks whether the build finished
 HEARTBEAT = 2.0     # seconds of silence before a keep-alive comment
 READ = 256 * 1024   # bytes read at most per poll
-
-
-def log_exists(log_dir: Path, build_id: str) -> bool:
-    return (log_dir / f"{build_id}.log").exists() or (log_dir / f"{build_id}.log.gz").exists()
-
-
-def read_log(log_dir: Path, build_id: str, offset: int, limit: int = READ) -> bytes:
-    """Up to ``limit`` bytes of a build's log from ``offset`` (plain or gzipped); b"" when
-    there is nothing more (yet)."""
-    plain = log_dir / f"{build_id}.log"
-    try:
-        with open(plain, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(limit)
-    except FileNotFoundError:
-        pass
-    try:
-        with gzip.open(log_dir / f"{build_id}.log.gz", "rb") as fh:
-            fh.seek(offset)
-            return fh.read(limit)
-    except (FileNotFoundError, EOFError, OSError):
-        return b""
 
 
 def event(line: bytes, event_id: int | None = None) -> bytes:
@@ -64,10 +42,10 @@ class LogStream:
     """The body of ``GET /stream/<build-id>``: iterate it once; ``close()`` frees its slot
     (``done``) whether or not it was iterated."""
 
-    def __init__(self, log_dir: Path, build_id: str, result_of: Callable[[str], str | None],
+    def __init__(self, logs: LogStore, build_id: str, result_of: Callable[[str], str | None],
                  stopping: threading.Event, offset: int = 0,
                  done: Callable[[], None] = lambda: None):
-        self.log_dir = log_dir
+        self.logs = logs
         self.build_id = build_id
         self.result_of = result_of
         self.stopping = stopping
@@ -87,7 +65,7 @@ class LogStream:
         result: str | None = None
         seen_done = 0
         while not self.stopping.is_set() and not self._closed:
-            chunk = read_log(self.log_dir, self.build_id, offset)
+            chunk = self.logs.read(self.build_id, offset, offset + READ) or b""
             if chunk:
                 offset += len(chunk)
                 lines = (partial + chunk).split(b"\n")

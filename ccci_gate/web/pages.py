@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import datetime
 import re
-import shlex
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jinja2
 
+from ..credentials import is_secret
 from .api import BUILD_ID, GatekeeperAPI
-from .logstream import LogStream, log_exists
+from .logstream import LogStream
 from .routes import Request, Response, Router
 
 HERE = Path(__file__).parent
@@ -34,7 +34,6 @@ STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(html|js|css|png)$")
 TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
          "css": "text/css; charset=utf-8", "png": "image/png"}
 MAX_STREAMS = 16    # live logs open at once; cheroot has 32 threads for everything
-SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY", re.IGNORECASE)
 
 
 def prefers_html(accept: str) -> bool:
@@ -61,21 +60,22 @@ def prefers_html(accept: str) -> bool:
     return quality("text/html") > quality("application/json")
 
 
-def redact(params: Mapping[str, Any]) -> dict[str, str]:
-    """Build parameters fit to show: values of secret-looking names are hidden."""
-    return {k: ("<redacted>" if SECRET.search(k) else str(v)) for k, v in sorted(params.items())}
+def shown_params(record: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A build's recorded parameters (``Store.params``) fit to show: the values of secret
+    ones were never stored (``buildparams.py``), and are not shown either."""
+    if record is None:
+        return None
+    shown = {k: str(v) for k, v in record["parameters"].items() if not is_secret(k)}
+    shown.update({name: "(secret: not stored)" for name in record.get("secrets", ())})
+    return dict(sorted(shown.items()))
 
 
 class Pages:
-    """Registers the pages beside ``api`` (whose snapshot, store and log dir they read).
+    """Registers the pages beside ``api`` (whose snapshot, store and log store they read)."""
 
-    ``params_of(build_id)`` gives a build's parameters when they were recorded, else None.
-    """
-
-    def __init__(self, api: GatekeeperAPI,
-                 params_of: Callable[[str], Mapping[str, Any] | None] = lambda build_id: None):
+    def __init__(self, api: GatekeeperAPI):
         self.api = api
-        self.params_of = params_of
+        self.logs = api.logs.logs
         self.stopping = threading.Event()
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._templates = jinja2.Environment(
@@ -109,13 +109,13 @@ class Pages:
         if not self._streams.acquire(blocking=False):
             return Response.error(503, f"{MAX_STREAMS} live logs are open already; try again")
         offset = request.header("last-event-id")
-        body = LogStream(self.api.log_dir, build_id, self.result_of, self.stopping,
+        body = LogStream(self.logs, build_id, self.result_of, self.stopping,
                          int(offset) if offset.isdigit() else 0, done=self._streams.release)
         return Response(200, body, {"Content-Type": "text/event-stream; charset=utf-8",
                                     "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     def _known(self, build_id: str) -> bool:
-        return (log_exists(self.api.log_dir, build_id) or self._live(build_id) is not None
+        return (self.logs.state(build_id) is not None or self._live(build_id) is not None
                 or self.api.store.build(build_id) is not None)
 
     def _live(self, build_id: str) -> Mapping[str, Any] | None:
@@ -164,15 +164,16 @@ class Pages:
         live = [j for j in data["jobs"] if j.get("id")]
         if current.get("id"):
             builds[current["id"]] = [{**j, "job": j["name"]} for j in live]
+        expired = store.logs_expired([b["id"] for runs in builds.values() for b in runs])
         buildsets = []
         for bs_id, row in rows.items():
             runs = sorted(builds.get(bs_id, []), key=lambda b: b.get("enqueued_at") or 0)
             for b in runs:
                 if bs_id != current.get("id") and not b.get("result"):
                     b["result"] = "SUPERSEDED"   # a reset replaced its buildset first
-                params = self.params_of(b["id"])
-                b["params"] = redact(params) if params is not None else None
-                b["replay"] = "ccci-gate replay " + shlex.quote(b["id"])
+                b["log_expired"] = expired.get(b["id"])
+                b["params"] = shown_params(store.params(b["id"]))
+                b["replay"] = self.api.logs.replay_command(b["id"])
                 b["duration"] = _duration(b)
             first = min((b.get("enqueued_at") or 0 for b in runs), default=0)
             buildsets.append({**row, "builds": runs, "current": bs_id == current.get("id"),
