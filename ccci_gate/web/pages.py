@@ -9,7 +9,7 @@
 - ``GET /stream/<build-id>``: the live log as server-sent events (:class:`LogStream`).
 
 Like the API, these run on the HTTP threads and read only the scheduler's published
-snapshot, the store and the log files; none takes a lock the scheduler holds. Every
+snapshot, the store and the log store; none takes a lock the scheduler holds. Every
 string a user controls (titles, project names, log lines) reaches HTML escaped: Jinja's
 autoescape here, ``textContent`` in the page scripts.
 """
