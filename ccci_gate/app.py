@@ -40,6 +40,7 @@ from .drivers.timer import TimerDriver, TimerStore
 from .web.api import GatekeeperAPI
 from .web.artifacts import ArtifactStore
 from .web.metrics import GateMetrics
+from .web.pages import Pages
 from .web.statsd import Statsd
 from .web.logs import LogRoutes
 from .web.routes import Router
@@ -146,6 +147,8 @@ class Gatekeeper:
         self._watch_metrics()
         self.artifacts.register(self.router)
         self.jobdefs.register(self.router)
+        self.pages = Pages(self.api)
+        self.pages.register(self.router)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)
@@ -287,6 +290,7 @@ class Gatekeeper:
         """Stop in order, each part given at most ``STOP_PART`` seconds (SIGTERM ends in a
         bounded time): first what feeds the scheduler, then the scheduler — it handles
         what is queued and saves the engine — then what it reports to."""
+        self.pages.close()   # live logs end, so the listener's threads stop at once
         for part in (self.web, self.timer, self.watcher, self.worker, self.janitor):
             self._stop_part(part)
         self.scheduler.stop()

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS builds (
     log_url TEXT, enqueued_at REAL, started_at REAL, finished_at REAL, message TEXT
 );
 CREATE INDEX IF NOT EXISTS builds_item ON builds (item_id);
+CREATE INDEX IF NOT EXISTS builds_job ON builds (job, result, finished_at);
 CREATE TABLE IF NOT EXISTS live_items (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL
@@ -302,6 +303,24 @@ class Store:
 
     def builds_of(self, item_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM builds WHERE item_id = ? ORDER BY enqueued_at", (item_id,))
+
+    def durations(self, job: str, project: str | None = None, limit: int = 10,
+                  among: int = 500) -> list[float]:
+        """Seconds each of ``job``'s last ``limit`` successful builds took, newest first;
+        with ``project``, only its builds among the job's last ``among`` successes (what
+        the status page's time estimates are made of: ``web/statusdoc.py``)."""
+        recent = ("SELECT item_id, finished_at - started_at AS d, finished_at FROM builds"
+                  " WHERE job = ? AND result = 'SUCCESS' AND started_at IS NOT NULL AND"
+                  " finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?")
+        if project is None:
+            return [r["d"] for r in self._rows(recent, (job, limit))]
+        return [r["d"] for r in self._rows(
+            f"SELECT b.d FROM ({recent}) b JOIN items i ON i.id = b.item_id"
+            " WHERE i.project = ? ORDER BY b.finished_at DESC LIMIT ?",
+            (job, among, project, limit))]
+
+    def buildsets_of(self, item_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM buildsets WHERE item_id = ? ORDER BY rowid", (item_id,))
 
     def reports_of(self, item_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM reports WHERE item_id = ? ORDER BY at", (item_id,))

@@ -101,3 +101,42 @@ def host(tmp_path):
     """A worker host's Swarm bookkeeping (slots, leases) in a temporary folder."""
     from ccci_gate.swarm.host import Host
     return Host(tmp_path / "swarm-state", max_tests=2)
+
+
+CHROMIUM = os.environ.get("CCCI_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CCCI_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def chromium_ready() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless chromium driven by selenium through Debian's chromedriver (no
+    browser or driver is downloaded)."""
+    require(chromium_ready(), f"chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def artifacts_dir(tmp_path):
+    """Where a test leaves files for a person to look at: ``$CCCI_ARTIFACTS_DIR`` (CI
+    keeps it), else the test's temporary folder."""
+    from pathlib import Path
+    root = Path(os.environ.get("CCCI_ARTIFACTS_DIR") or tmp_path / "artifacts")
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -12,10 +12,14 @@ than a second: the worker pool (two admin round trips per server) comes from a
 :class:`~ccci_gate.web.snapshot.Snapshot` asked for again when older than
 ``POOL_MAX_AGE``; history and finished items from the store's own read connection.
 
-- ``GET /status.json``: pipelines, queues, items, builds, progress, the worker pool,
-  the ``recent`` finished items with their result and page, and ``disk``: bytes per kind
-  as the retention janitor last measured them (``retention.py``)
-- ``GET /items/<id>``: one item (live, or from history)
+- ``GET /status.json``: pipelines, queues, items, builds (each with its ``estimate`` and
+  ``remaining`` seconds: ``web/statusdoc.py``), progress, the worker pool, the
+  ``recent`` finished items with their result and page, and ``disk``: bytes per kind
+  as the retention janitor last measured them (``retention.py``); ``?compact=1``
+  gives each item's ``items_ahead`` as a count and no indentation (the status page
+  asks for it)
+- ``GET /items/<id>``: one item (live, or from history); a client that prefers
+  ``text/html`` (a browser) gets the change's page instead (``web/pages.py``)
 - ``GET /history.json``: recently finished items
 - ``GET /logs/<build-id>``, ``GET /builds/<build-id>.json``: a build's log (ranges,
   gzip) and record (``web/logs.py``)
@@ -41,6 +45,7 @@ from ..logstore import LogStore
 from ..scheduler import Scheduler
 from ..store import Store
 from .logs import LogRoutes
+from .statusdoc import Estimates, compact_json
 from .routes import Request, Response, Router
 from .snapshot import Snapshot
 
@@ -72,6 +77,8 @@ class GatekeeperAPI:
         self.pool_status = Snapshot("pool", pool, wait=1.0)
         self.logs = logs or LogRoutes(LogStore(log_dir), store)
         self.disk = disk
+        self.estimates = Estimates(store)
+        self.item_page: Callable[[Request, dict[str, Any]], Response] | None = None   # pages.py
 
     def register(self, router: Router) -> None:
         router.add("GET", "/status.json", self.status)
@@ -90,12 +97,15 @@ class GatekeeperAPI:
     # --- open endpoints -----------------------------------------------------------------
 
     def status(self, request: Request) -> Response:
-        data = self.scheduler.status()
+        compact = request.query.get("compact") == ["1"]
+        data = self.estimates.annotate(self.scheduler.status(), compact)
         pool = self.pool_status.get(POOL_MAX_AGE)
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
         data["recent"] = self.recent()
         data["disk"] = dict(self.disk())
+        if compact:
+            return Response(200, compact_json(data), {"Content-Type": "application/json"})
         return Response.json(data)
 
     def recent(self) -> list[dict[str, Any]]:
@@ -113,7 +123,10 @@ class GatekeeperAPI:
         data = self.scheduler.snapshot.items.get(item_id) or self.store.item(item_id)
         if data is None:
             return Response.error(404, "no such item")
-        return Response.json(self.logs.annotate(data))
+        data = self.logs.annotate(data)
+        if self.item_page is not None:
+            return self.item_page(request, data)
+        return Response.json(data)
 
     # --- admin endpoints ----------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The artifact store: files a build publishes for the builds after it.
 
 ``PUT /artifacts/<buildset>/<name>`` stores a file (once: an artifact never changes
-after it was published), ``GET`` serves it to anyone who has the URL. Names are plain
-file names; files live under ``<state>/artifacts/<buildset>/``.
+after it was published), ``GET`` serves it to anyone who has the URL, and
+``GET /artifacts/<buildset>/`` lists its names (JSON ``{"artifacts": [...]}``, empty
+when none was published). Names are plain file names; files live under
+``<state>/artifacts/<buildset>/``.
 
 Writes are authorised: each build gets, beside the store's URL (``CCCI_ARTIFACTS``), its
 buildset's **write token** (``CCCI_ARTIFACTS_TOKEN``, the ``artifacts`` credential of
@@ -71,6 +73,12 @@ class ArtifactStore:
         return Response.json({"stored": path.name, "bytes": len(request.body)}, 201)
 
     def get(self, request: Request) -> Response:
+        buildset = request.path[len("/artifacts/"):]
+        if buildset.endswith("/") and ID.match(buildset[:-1]):
+            folder = self.root / buildset[:-1]
+            names = sorted(p.name for p in folder.iterdir() if NAME.match(p.name)) \
+                if folder.is_dir() else []
+            return Response.json({"artifacts": names})
         path = self._path(request)
         if path is None or not path.is_file():
             return Response.error(404, "no such artifact")

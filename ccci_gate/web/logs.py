@@ -121,8 +121,7 @@ class LogRoutes:
             data["job_config"] = {"kind": job.kind, "run": job.run, "function": job.function}
         params = self.store.params(build_id)
         if params is not None:
-            data["replay"] = f"ccci-gate replay {build_id}" + (
-                f" --url {self.web_url}" if self.web_url else "")
+            data["replay"] = self.replay_command(build_id)
             data.update(function=params["function"], secrets=params["secrets"],
                         parameters={k: v for k, v in params["parameters"].items()
                                     if not is_secret(k)})
@@ -135,6 +134,10 @@ class LogRoutes:
                     "reason": expired["reason"]}
         return {"state": self.logs.state(build_id) or "none",
                 "bytes": self.logs.size(build_id) or 0}
+
+    def replay_command(self, build_id: str) -> str:
+        """The command that runs ``build_id`` again (``commands/replay.py``)."""
+        return f"ccci-gate replay {build_id}" + (f" --url {self.web_url}" if self.web_url else "")
 
     def annotate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """An item's summary with ``log_expired`` on each job whose log expired."""

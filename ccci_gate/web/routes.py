@@ -52,7 +52,9 @@ Handler = Callable[[Request], Response]
 
 
 class Router:
-    """Maps (method, path prefix) to handlers; the longest matching prefix wins."""
+    """Maps (method, path prefix) to handlers; the longest matching prefix wins. A prefix
+    ending in ``/`` matches the paths under it, except ``/``, which matches only itself
+    (the status page; an unknown path stays a 404)."""
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, str, Handler]] = []
@@ -64,7 +66,8 @@ class Router:
     def dispatch(self, request: Request) -> Response:
         allowed = False
         for method, prefix, handler in self._routes:
-            if request.path == prefix or (prefix.endswith("/") and request.path.startswith(prefix)):
+            if request.path == prefix or (prefix.endswith("/") and prefix != "/"
+                                          and request.path.startswith(prefix)):
                 if method == request.method:
                     return handler(request)
                 allowed = True

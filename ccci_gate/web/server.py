@@ -18,7 +18,11 @@ What the listener guarantees, whatever the handler (``tests/test_web_server.py``
   serving either way;
 - a request line with an HTTP version other than 1.x is a malformed request: 400 (cheroot,
   like ``http.server``, would say 505; no client of ours speaks anything but 1.x, and a 5xx
-  would page an operator for a stranger's garbage).
+  would page an operator for a stranger's garbage);
+- a body that is an iterable of bytes is streamed: each chunk reaches the client when it is
+  yielded (cheroot buffers writes; we flush after each chunk, so a one-chunk body is still
+  one write), and a client that goes away ends the iteration at the next write and closes
+  the iterable (``close()``), freeing the thread (``tests/test_pages.py``).
 
 ``WebServer(...)`` binds at once (a busy port raises :class:`ListenerError`, one line);
 ``start()`` serves in a background thread; ``shutdown()`` stops.
@@ -59,6 +63,7 @@ class WebServer:
                                    server_name="ccci-gate")
         self._server.max_request_body_size = max_body
         self._server.ConnectionClass = _Connection
+        self._server.gateway = _FlushingGateway
         self._server.error_log = _cheroot_log   # into our log, not raw onto stderr
         self._server.shutdown_timeout = 1
         self._server.expiration_interval = 0.1   # the selector's tick: stop() takes one tick
@@ -157,6 +162,14 @@ class _Request(cheroot_server.HTTPRequest):
 
 class _Connection(cheroot_server.HTTPConnection):
     RequestHandlerClass = _Request
+
+
+class _FlushingGateway(wsgi.Gateway_10):
+    """Sends each chunk of a body as it is yielded (server-sent events, live logs)."""
+
+    def write(self, chunk: bytes) -> None:
+        super().write(chunk)
+        self.req.conn.wfile.flush()
 
 
 class _TooLarge(Exception):
