@@ -2,6 +2,13 @@
 
 Snapshots are dicts of strings, numbers and lists only, so they can cross threads and
 be serialised without touching live model objects.
+
+An item's place in its queue is O(1) in its summary, whatever the queue's length:
+``items_ahead`` is the **count** of items ahead of it in its queue, and ``item_ahead``
+the change (``Change.describe()``) of the one directly ahead — in a dependent queue the
+item whose speculative ref its own is built on — or None at the head. (Summaries stored
+before this carry ``items_ahead`` as the list of every change ahead: :func:`place_of`
+reads both.)
 """
 from __future__ import annotations
 
@@ -49,7 +56,8 @@ def item_summary(item: Item, now: float, web_url: str = "",
                              "voting": job.voting, "attempt": 0, "duration": None,
                              "log_url": "", "logs": [], "url": "", "id": None})
     done = sum(1 for j in jobs if j["result"])
-    ahead = [i.change.describe() for i in item.items_ahead] if item in item.queue.items else []
+    position = _position(item)
+    ahead = item.queue.items[position - 1].change.describe() if position else None
     return {
         "item_id": item.id,
         "pipeline": item.pipeline,
@@ -70,9 +78,29 @@ def item_summary(item: Item, now: float, web_url: str = "",
             "changes": [c.describe() for c in bs.changes] if bs else [],
             "reason": bs.reason if bs else "",   # why this buildset (a reset's cause)
         },
-        "items_ahead": ahead,
+        "items_ahead": position,
+        "item_ahead": ahead,
         "progress": {"done": done, "total": len(jobs)},
         "jobs": jobs,
         "status_url": f"{web_url.rstrip('/')}/items/{item.id}" if web_url else f"/items/{item.id}",
         **(extra or {}),
     }
+
+
+def _position(item: Item) -> int:
+    """How many items are ahead of ``item`` in its queue (0 when it left it)."""
+    try:
+        return item.queue.items.index(item)
+    except ValueError:
+        return 0
+
+
+def place_of(summary: Mapping[str, Any]) -> tuple[int, str | None]:
+    """``(items ahead, the change directly ahead)`` of an item summary, of this form or
+    of one stored with ``items_ahead`` as the list of every change ahead."""
+    ahead = summary.get("items_ahead")
+    if isinstance(ahead, list):
+        return len(ahead), (str(ahead[-1]) if ahead else None)
+    count = ahead if isinstance(ahead, int) and ahead > 0 else 0
+    direct = summary.get("item_ahead")
+    return count, (str(direct) if count and direct else None)

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import jinja2
 
+from ..core.status import place_of
 from ..credentials import is_secret
 from .api import BUILD_ID, GatekeeperAPI
 from .logstream import LogStream
@@ -148,7 +149,8 @@ class Pages:
     def item_view(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """What the change's page shows: the item, every buildset with its builds (the
         current one from the live summary, earlier ones from the store; a build of an
-        earlier one stored without a result is ``SUPERSEDED``), reports sent."""
+        earlier one stored without a result is ``SUPERSEDED``), reports sent, and its
+        ``place`` in its queue (``core.status.place_of``)."""
         item_id = data["item_id"]
         store = self.api.store
         current = data["buildset"]
@@ -179,7 +181,8 @@ class Pages:
             buildsets.append({**row, "builds": runs, "current": bs_id == current.get("id"),
                               "first": first})
         buildsets.sort(key=lambda bs: (not bs["current"], -bs["first"]))   # current, then newest
-        return {"item": data, "buildsets": buildsets, "reports": store.reports_of(item_id)}
+        return {"item": data, "buildsets": buildsets, "reports": store.reports_of(item_id),
+                "place": place_of(data)}
 
 
 def static_routes(router: Router) -> None:

@@ -15,10 +15,9 @@ copy: the published snapshot is never changed). Estimates are read from the stor
 most every ``MAX_AGE`` seconds per job, so a page refreshed by many browsers costs a few
 indexed reads, not one per request.
 
-- **compact** (``/status.json?compact=1``): each item's ``items_ahead`` is its length,
-  not the list, and the JSON is not indented. The lists grow with the square of the
-  queue: for a 500-item gate they are four fifths of the document, and indenting and
-  sorting it costs the HTTP thread more than the rest (``bench/status_page.py``).
+- **compact** (``/status.json?compact=1``): the JSON is not indented (the status page
+  asks for it). Each item's place in its queue is a count and the one change directly
+  ahead (``core/status.py``), so the document grows with the queue, not its square.
 """
 from __future__ import annotations
 
@@ -62,24 +61,21 @@ class Estimates:
             self._cache[(job, project)] = (now, value)
         return value
 
-    def annotate(self, status: Mapping[str, Any], compact: bool = False) -> dict[str, Any]:
+    def annotate(self, status: Mapping[str, Any]) -> dict[str, Any]:
         """``status`` (``Engine.status()`` plain data) with ``estimate`` and ``remaining``
         on each build, and ``now`` (the clock they were computed at; ``time`` is when the
-        snapshot was taken), ``compact`` or not; copies what it changes."""
+        snapshot was taken); copies what it changes."""
         now = self.clock()
         pipelines = []
         for pipeline in status.get("pipelines", []):
-            queues = [{**q, "items": [self._item(i, now, compact) for i in q["items"]]}
+            queues = [{**q, "items": [self._item(i, now) for i in q["items"]]}
                       for q in pipeline["queues"]]
             pipelines.append({**pipeline, "queues": queues})
         return {**status, "pipelines": pipelines, "now": now}
 
-    def _item(self, item: Mapping[str, Any], now: float, compact: bool) -> dict[str, Any]:
+    def _item(self, item: Mapping[str, Any], now: float) -> dict[str, Any]:
         project = (item.get("change") or {}).get("project")
-        out = {**item, "jobs": [self.build(j, now, project) for j in item["jobs"]]}
-        if compact:
-            out["items_ahead"] = len(item.get("items_ahead") or ())
-        return out
+        return {**item, "jobs": [self.build(j, now, project) for j in item["jobs"]]}
 
     def build(self, build: Mapping[str, Any], now: float,
               project: str | None = None) -> dict[str, Any]:
