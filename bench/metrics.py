@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from ccci_gate.alerts import Alerts
 from ccci_gate.web.metrics import GateMetrics
 from ccci_gate.web.routes import Response
 from ccci_gate.web.snapshot import Snapshot
@@ -60,7 +61,7 @@ def main() -> None:
     for kind in ("EnqueueRequest", "BuildStarted", "BuildCompleted", "RefPrepared"):
         metrics.handled(kind, 0.001)
     pool = Snapshot("pool", lambda: status["pool"])
-    metrics.watch(lambda: status, lambda: 0, pool, lambda: {}, None)
+    metrics.watch(lambda: status, lambda: 0, Alerts(lambda: status, pool))
     encode = timed(lambda: Response.json(status), args.rounds)
     scrape = timed(lambda: generate_latest(metrics.registry), args.rounds)
     size = len(generate_latest(metrics.registry))

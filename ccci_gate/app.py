@@ -163,14 +163,17 @@ class Gatekeeper:
 
     def _watch_metrics(self) -> None:
         """``GET /metrics`` (``web/metrics.py``): levels read from the snapshots the
-        status API reads, the connections' outboxes and this host's warm root."""
+        status API reads, the connections' outboxes and this host's warm root, which are
+        also what the API's open alerts (``alerts.py``) are computed from."""
+        from .alerts import Alerts
         from .drivers.outbox import OutboxStore
         from .swarm.warm import default_root
         self.metrics.known(self.scheduler.snapshot.items)
         outboxes = {name: conn.store for name, conn in self.connections.items.items()
                     if isinstance(conn.store, OutboxStore)}
-        self.metrics.watch(self.scheduler.status, self.scheduler.events.qsize,
-                           self.api.pool_status, lambda: outboxes, default_root())
+        self.api.alerts = Alerts(self.scheduler.status, self.api.pool_status,
+                                 lambda: outboxes, default_root())
+        self.metrics.watch(self.scheduler.status, self.scheduler.events.qsize, self.api.alerts)
         self.metrics.register(self.router)
 
     def _restore(self, zuul_url: str, web_url: str) -> tuple[Engine, bool]:

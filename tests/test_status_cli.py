@@ -16,6 +16,8 @@ from test_gatekeeper_e2e import JOBS, PIPELINES, PROJECTS, SCRIPTS
 FIXTURE = Path(__file__).parent / "fixtures" / "status" / "small.json"
 
 EXPECTED = """\
+ALERT warning: pipeline gate is paused: its items wait
+ALERT warning: connection gitea: 12 write(s) wait in the outbox, the oldest for 15 min (for 15m00s)
 check [independent]
   CHANGE       PROJECT     AGE    STATE    JOBS  RESULT
   #7,01234567  org/recipe  2m05s  TESTING  1/4
@@ -102,10 +104,12 @@ def test_status_of_a_live_gatekeeper(tmp_path):
         out = cli("status", *client)
         assert out.returncode == 0 and out.stderr == "", out.stderr
         lines = out.stdout.splitlines()
-        assert lines[0] == "check [independent] (paused)"
-        assert re.match(r"  #1\s+org/recipe\s+\d+(\.\d)?s\s+TESTING\s+2/4$", lines[2]), lines
+        # the open alert first (alerts.py), the server's own words
+        assert lines[0] == "ALERT warning: pipeline check is paused: its items wait"
+        assert lines[1] == "check [independent] (paused)"
+        assert re.match(r"  #1\s+org/recipe\s+\d+(\.\d)?s\s+TESTING\s+2/4$", lines[3]), lines
         assert re.match(r"    build\s+SUCCESS\s+\d+\.\ds\s+local\s+http://127\.0\.0\.1:\d+/logs/"
-                        r"[0-9a-f]{32}$", lines[3]), lines
+                        r"[0-9a-f]{32}$", lines[4]), lines
         install = next(line for line in lines if line.startswith("    install"))
         assert re.match(r"    install\s+RUNNING\s+\d+(\.\d)?s", install), install
         assert "    systest  WAITING" in lines
@@ -120,6 +124,7 @@ def test_status_of_a_live_gatekeeper(tmp_path):
         wait_for(lambda: "recently finished" in (s := cli("status", *client).stdout) and s, 60,
                  "the item finished")
         final = cli("status", *client).stdout
+        assert final.startswith("check [independent]\n")   # resumed: no alert left
         assert "check [independent]\n  no items\nrecently finished\n  org/recipe#1" in final
     finally:
         gk.stop()

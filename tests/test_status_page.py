@@ -15,6 +15,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from ccci_gate.alerts import open_alerts
+
 from e2e_helpers import admin, finished, git, make_repo, start_gatekeeper, wait_for, write_layout
 from status_worlds import gate_status, serve
 
@@ -247,12 +249,17 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     as_json = requests.get(url + f"/items/{two['item_id']}", timeout=10).json()
     assert as_json == gk.store.item(two["item_id"])
 
-    # a paused pipeline is shown, with an alert
+    # a paused pipeline is shown, with the server's alert (ccci_gate/alerts.py) in its words
     assert admin(gk, "/admin/pause", {"pipeline": "check"}).status_code == 202
+    gk.scheduler.sync()
+    served = requests.get(url + "/status.json", timeout=10).json()["alerts"]
+    paused = [a["message"] for a in served if a["kind"] == "pipeline_paused"]
+    assert paused == ["pipeline check is paused: its items wait"]
     browser.get(url + "/")
     see(browser, "the paused badge",
         lambda: css(browser, "section[data-pipeline=check] .paused-badge"))
-    assert any("pipeline check is paused" in a.text for a in css(browser, "#alerts .alert"))
+    see(browser, "the server's alert", lambda: paused[0] in [
+        a.text for a in css(browser, "#alerts .alert")])
 
 
 def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
@@ -262,8 +269,9 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
     items = status["pipelines"][0]["queues"][0]["items"]
     aside = [i["change"]["id"] for i in items if i["aside"]]
     assert len(aside) == 8
-    status["pool"].update(held=3, functions={"build:build": {"queued": 2, "running": 0,
-                                                             "workers": 0}})
+    status["pool"].update(held=3, held_functions={"build:build": 3},
+                          functions={"build:build": {"queued": 2, "running": 0, "workers": 0}})
+    status["alerts"] = [a.to_dict() for a in open_alerts(status, status["pool"], {}, (), 0.0)]
     evil = '<img id="evil" src="x" onerror="document.title = \'pwned\'">'
     items[0]["change"].update(title=evil, url="javascript:document.title='pwned'")
     web = serve(status)
@@ -289,9 +297,8 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
         assert first.tag_name == "span" and first.get_attribute("href") is None
         assert browser.title == "ccci-gate status"
         alerts = [a.text for a in css(browser, "#alerts .alert")]
-        assert alerts == ["build:build: 2 queued, no worker registered",
-                          "3 build(s) wait for a worker"]
-        status["pool"] = {"error": "the Gearman servers have not answered yet"}
+        assert alerts == ["build:build: 5 build(s) wait, no worker registered"]
+        status["pool"], status["alerts"] = {"error": "the Gearman servers have not answered yet"}, []
         see(browser, "the pool's trouble", lambda: [a.text for a in css(
             browser, "#alerts .alert")] == ["Gearman: the Gearman servers have not answered yet"])
         css(browser, "#filter")[0].send_keys("a#250,")

@@ -1,8 +1,9 @@
 """``ccci-gate status``: a running gatekeeper's ``/status.json`` as a table people read.
 
-Pipelines (``(paused)`` marked) and their items (change, project, age, state, jobs done,
+First the open alerts (``alerts.py``), one ``ALERT`` line each; then pipelines
+(``(paused)`` marked) and their items (change, project, age, state, jobs done,
 result; in a queue shared by several items or with a window, under the queue's name and
-window, each item saying which it is tested on), each item's builds with their state and **progress**: for a running build the
+window, each item saying which it is tested on and how many are ahead), each item's builds with their state and **progress**: for a running build the
 time it has run, and, when the status gives the job's ``estimate`` (seconds, from its
 recent successful runs), that estimate, a bar and a percentage; then the recently
 finished items with their result and page, then the worker pool. ``--json`` prints the
@@ -21,6 +22,8 @@ import sys
 from typing import Any, Mapping, Sequence
 
 import requests
+
+from ..core.status import place_of
 
 BAR = 10   # characters of a progress bar
 
@@ -59,7 +62,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def format_status(data: Mapping[str, Any], width: int = 0) -> str:
     """The status as text; ``width`` > 0 fits every line to it."""
     now = _now(data)
-    lines: list[str] = []
+    lines: list[str] = [_alert_line(a, now) for a in data.get("alerts") or []]
     for pipeline in data.get("pipelines", []):
         lines.append(f"{pipeline['name']} [{pipeline['manager']}]"
                      + (" (paused)" if pipeline.get("paused") else ""))
@@ -91,6 +94,13 @@ def format_status(data: Mapping[str, Any], width: int = 0) -> str:
     return "\n".join(_fit(line, width) for line in lines) or "no pipelines"
 
 
+def _alert_line(alert: Mapping[str, Any], now: float | None) -> str:
+    """``ALERT critical: <message> (for 3m05s)``."""
+    since = _since(now, alert.get("since"))
+    return (f"ALERT {alert.get('severity', '')}: {alert.get('message', '')}"
+            + (f" (for {since})" if since else ""))
+
+
 def _item_row(item: Mapping[str, Any], now: float | None) -> list[str]:
     change = item["change"]
     if change.get("number") is not None:
@@ -99,11 +109,12 @@ def _item_row(item: Mapping[str, Any], now: float | None) -> list[str]:
         name = change.get("ref") or change.get("id", "")
     prog = item.get("progress") or {}
     why = item.get("failing_reason") or ""
-    ahead = item.get("items_ahead") or []
+    count, direct = place_of(item)
+    on = f"(on {direct}" + (f", {count} ahead)" if count > 1 else ")") if direct else ""
     return [name, change.get("project", ""), _since(now, item.get("enqueued_at")),
             item["state"], f"{prog.get('done', 0)}/{prog.get('total', 0)}",
             " ".join(x for x in (item.get("result") or "", why) if x),
-            f"(on {', '.join(ahead)})" if ahead else ""]
+            on]
 
 
 def _build_row(job: Mapping[str, Any], now: float | None) -> list[str]:

@@ -138,7 +138,8 @@ class GearmanDispatcher:
 
     def pool(self, max_age: float | None = None) -> dict[str, Any]:
         """Functions (queued, running, workers), workers and servers, as of the last
-        poll. ``max_age`` asks for a poll at most that old (waits at most 2 s for it)."""
+        poll, and the builds held here for want of a worker (``held``, and
+        ``held_functions``: how many per function). ``max_age`` asks for a poll at most that old (waits at most 2 s for it)."""
         if max_age is not None and time.monotonic() - self._snapshot_at > max_age:
             done = threading.Event()
             self._ops.put(("poll", done))
@@ -378,9 +379,12 @@ class GearmanDispatcher:
             listing = admin(conn, gear.WorkersAdminRequest())
             workers += parse_workers(listing or b"")
         self._registry = registry
-        held = sum(1 for b in self._builds.values() if b.state == HELD and not b.canceled)
+        held_functions: dict[str, int] = {}
+        for b in self._builds.values():
+            if b.state == HELD and not b.canceled:
+                held_functions[b.function] = held_functions.get(b.function, 0) + 1
         self._snapshot = {"servers": servers, "functions": functions, "workers": workers,
-                          "held": held}
+                          "held": sum(held_functions.values()), "held_functions": held_functions}
         self._snapshot_at = now
 
     # --- callbacks from gear's threads (never call gear here) -----------------------------

@@ -15,9 +15,9 @@ than a second: the worker pool (two admin round trips per server) comes from a
 - ``GET /status.json``: pipelines, queues, items, builds (each with its ``estimate`` and
   ``remaining`` seconds: ``web/statusdoc.py``), progress, the worker pool, the
   ``recent`` finished items with their result and page, and ``disk``: bytes per kind
-  as the retention janitor last measured them (``retention.py``); ``?compact=1``
-  gives each item's ``items_ahead`` as a count and no indentation (the status page
-  asks for it)
+  as the retention janitor last measured them (``retention.py``), the open ``alerts``
+  (``alerts.py``: kind, severity, message, since); ``?compact=1``
+  gives no indentation (the status page asks for it)
 - ``GET /items/<id>``: one item (live, or from history); a client that prefers
   ``text/html`` (a browser) gets the change's page instead (``web/pages.py``)
 - ``GET /history.json``: recently finished items
@@ -38,6 +38,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..alerts import POOL_MAX_AGE, Alerts
 from ..core import events as ev
 from ..core.model import Change
 from ..drivers.base import SourceUnavailable
@@ -50,7 +51,6 @@ from .routes import Request, Response, Router
 from .snapshot import Snapshot
 
 BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
-POOL_MAX_AGE = 2.0     # seconds: the pool costs two admin round trips per Gearman server
 RECENT = 10            # finished items shown in the status
 
 
@@ -74,7 +74,8 @@ class GatekeeperAPI:
         self.resolve_change = resolve_change
         self.notify_push = notify_push
         self.web_url = web_url.rstrip("/")
-        self.pool_status = Snapshot("pool", pool, wait=1.0)
+        self.pool_status = Snapshot("pool", pool, wait=1.0)   # POOL_MAX_AGE: two admin round trips a server
+        self.alerts = Alerts(scheduler.status, self.pool_status)   # app.py adds outboxes, warm root
         self.logs = logs or LogRoutes(LogStore(log_dir), store)
         self.disk = disk
         self.estimates = Estimates(store)
@@ -98,10 +99,13 @@ class GatekeeperAPI:
 
     def status(self, request: Request) -> Response:
         compact = request.query.get("compact") == ["1"]
-        data = self.estimates.annotate(self.scheduler.status(), compact)
+        status = self.scheduler.status()
+        data = self.estimates.annotate(status)
         pool = self.pool_status.get(POOL_MAX_AGE)
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
+        taken = pool.value if pool is not None else {}
+        data["alerts"] = [a.to_dict() for a in self.alerts.current(status, taken)]
         data["recent"] = self.recent()
         data["disk"] = dict(self.disk())
         if compact:

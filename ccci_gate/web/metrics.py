@@ -12,10 +12,11 @@ Two kinds of metric:
   builds that ended, from the summaries the store saves anyway); the dispatcher tells
   :meth:`GateMetrics.taken` (on gear's poll thread) how long a build waited for a worker.
 - **collected** at scrape time from what the HTTP API already reads — the scheduler's
-  published snapshot, the worker pool's :class:`~ccci_gate.web.snapshot.Snapshot` — and
-  from the connections' outbox stores (one short SQLite query each) and the warm root
-  (walked on a background thread at most every ``WARM_MAX_AGE`` seconds). A scrape
-  never takes the scheduler's lock nor waits on a Gearman server.
+  published snapshot, the worker pool's :class:`~ccci_gate.web.snapshot.Snapshot` — and,
+  through the API's :class:`~ccci_gate.alerts.Alerts` (the one source of the open
+  alerts), the connections' outbox stores (one short SQLite query each) and the warm
+  root (walked on a background thread at most every ``alerts.WARM_MAX_AGE`` seconds). A
+  scrape never takes the scheduler's lock nor waits on a Gearman server.
 
 With a :class:`~ccci_gate.web.statsd.Statsd` (the ``statsd-host`` setting), every
 observation is also sent to statsd as a counter or a timer.
@@ -28,20 +29,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from ..alerts import KINDS, Alerts
 from ..scheduler import Observer
-from .api import POOL_MAX_AGE   # the pool's snapshot is the status API's own
 from .routes import Request, Response, Router
-from .snapshot import Snapshot
 from .statsd import Statsd
 
-WARM_MAX_AGE = 60.0     # seconds: the warm root is walked at most this often
 BUILD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf"))
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf"))
 EVENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -96,8 +94,10 @@ METRICS = (
     MetricDoc("ccci_outbox_oldest_pending_seconds", "gauge", ("connection",),
               "age of the oldest write waiting in the outbox (0 when none waits)"),
     MetricDoc("ccci_alerts_open", "gauge", ("kind",),
-              "open alerts: `warm_broken`, canonicals of this host's warm root whose "
-              "restore failed (see doc/warm.md)"),
+              "open alerts by kind, as `/status.json` lists them: `pipeline_paused`, "
+              "`no_worker` (builds wait for a function no worker registered), `warm_broken` "
+              "(a canonical of this host's warm root whose restore failed, see doc/warm.md), "
+              "`outbox_stuck` (a forge write waiting over 10 minutes)"),
     MetricDoc("ccci_warm_root_bytes", "gauge", (),
               "bytes under this host's warm root (CCCI_WARM_ROOT, else "
               "CCCI_SWARM_STATE/warm, as `ccci-gate warm` reads it), measured at most every "
@@ -193,12 +193,11 @@ class GateMetrics(Observer):
     # --- collected at scrape time ---------------------------------------------------------
 
     def watch(self, status: Callable[[], Mapping[str, Any]], queue_depth: Callable[[], int],
-              pool: Snapshot[Mapping[str, Any]], outboxes: Callable[[], Mapping[str, Any]],
-              warm_root: Path | None) -> None:
+              alerts: Alerts) -> None:
         """Register the collector of levels: ``status()`` is the scheduler's published
-        status, ``pool`` the worker pool's snapshot the status API shares, ``outboxes()``
-        the connections' ``OutboxStore`` by connection name, ``warm_root`` this host's."""
-        self.registry.register(_Levels(status, queue_depth, pool, outboxes, warm_root))
+        status, ``alerts`` the status API's (its pool snapshot, the connections'
+        outboxes and this host's warm root)."""
+        self.registry.register(_Levels(status, queue_depth, alerts))
 
     def register(self, router: Router) -> None:
         router.add("GET", "/metrics", self.scrape)
@@ -224,25 +223,23 @@ class _Levels:
     """Gauges read from snapshots when Prometheus scrapes."""
 
     def __init__(self, status: Callable[[], Mapping[str, Any]], queue_depth: Callable[[], int],
-                 pool: Snapshot[Mapping[str, Any]], outboxes: Callable[[], Mapping[str, Any]],
-                 warm_root: Path | None):
+                 alerts: Alerts):
         self.status = status
         self.queue_depth = queue_depth
-        self.pool = pool
-        self.outboxes = outboxes
-        self.warm = Snapshot("warm-metrics", lambda: _warm_levels(warm_root), wait=0.2)
+        self.alerts = alerts
 
     def describe(self) -> Iterable[Metric]:
         return [_gauge(m.name) for m in METRICS if m.type == "gauge"]
 
     def collect(self) -> Iterator[Metric]:
         yield _gauge("ccci_scheduler_event_queue_depth", value=self.queue_depth())
-        yield from self._pipelines(self.status())
-        yield from self._pool()
+        status, pool = self.status(), self.alerts.pool_value()   # the pool waited on once
+        yield from self._pipelines(status)
+        yield from self._pool(pool)
         yield from self._outboxes()
-        taken = self.warm.get(WARM_MAX_AGE)
-        warm = taken.value if taken is not None else {}
-        yield _gauge("ccci_alerts_open", [(("warm_broken",), warm.get("broken", 0))])
+        kinds = [a.kind for a in self.alerts.current(status, pool)]
+        yield _gauge("ccci_alerts_open", [((kind,), kinds.count(kind)) for kind in KINDS])
+        warm = self.alerts.warm_value()
         yield _gauge("ccci_warm_root_bytes", [((), warm["bytes"])] if "bytes" in warm else [])
 
     def _pipelines(self, status: Mapping[str, Any]) -> Iterator[Metric]:
@@ -254,9 +251,7 @@ class _Levels:
         yield _gauge("ccci_pipeline_queue_length", lengths)
         yield _gauge("ccci_pipeline_paused", paused)
 
-    def _pool(self) -> Iterator[Metric]:
-        taken = self.pool.get(POOL_MAX_AGE)
-        pool = taken.value if taken is not None else {}
+    def _pool(self, pool: Mapping[str, Any]) -> Iterator[Metric]:
         builds = {name: f for name, f in (pool.get("functions") or {}).items()
                   if name.startswith("build:")}
         known = "servers" in pool   # nothing known before the pool's first answer
@@ -275,8 +270,7 @@ class _Levels:
     def _outboxes(self) -> Iterator[Metric]:
         pending, oldest = [], []
         now = time.time()
-        for name, store in sorted(self.outboxes().items()):
-            count, queued_at = store.backlog()
+        for name, (count, queued_at) in self.alerts.backlogs().items():
             pending.append(((name,), count))
             oldest.append(((name,), max(0.0, now - queued_at) if queued_at else 0.0))
         yield _gauge("ccci_outbox_pending_writes", pending)
@@ -292,15 +286,6 @@ def _gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]] = (),
     for labels, sample in samples:
         family.add_metric(list(labels), sample)
     return family
-
-
-def _warm_levels(root: Path | None) -> dict[str, int]:
-    """Bytes under the warm root and its broken canonicals; {} when the host has none."""
-    if root is None or not root.is_dir():
-        return {}
-    from ..swarm import warm
-    broken = sum(1 for c in warm.canonicals(root) if c.record().get("status") == "broken")
-    return {"bytes": warm.disk_usage(root), "broken": broken}
 
 
 if __name__ == "__main__":  # pragma: no cover - prints the table doc/operating.md holds

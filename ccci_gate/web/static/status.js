@@ -127,9 +127,9 @@
     if (dependent) {
       // what its speculative ref holds ahead of it: the non-failing items ahead
       const held = ((item.buildset || {}).changes || []).filter((id) => id !== c.id);
-      const ahead = item.items_ahead || 0;   // a count: /status.json?compact=1
+      const ahead = item.items_ahead || 0;   // a count, and item_ahead the one directly ahead
       let text = "not tested yet, " + (ahead.length === undefined ? ahead : ahead.length)
-        + " ahead in the queue";
+        + " ahead in the queue" + (item.item_ahead ? ", behind " + item.item_ahead : "");
       if (item.buildset && item.buildset.id && item.buildset.merge_state !== "PENDING") {
         text = held.length ? "tested on top of " + held.join(" + ") : "tested on the branch tip";
       }
@@ -188,17 +188,12 @@
   function alertsOf(data) {
     const out = [];
     if (fetchError) out.push("status unavailable: " + fetchError + " (showing the last one)");
+    // the server's open alerts (ccci_gate/alerts.py), then what only the page knows:
+    // the pool's snapshot not answering, no Gearman server connected
     for (const a of data.alerts || []) out.push(typeof a === "string" ? a : (a.message || JSON.stringify(a)));
     const pool = data.pool || {};
     if (pool.error) out.push("Gearman: " + pool.error);
     else if (Array.isArray(pool.servers) && pool.servers.length === 0) out.push("no Gearman server connected");
-    for (const [name, f] of Object.entries(pool.functions || {})) {
-      if (f.queued > 0 && f.workers === 0) out.push(name + ": " + f.queued + " queued, no worker registered");
-    }
-    if (pool.held > 0) out.push(pool.held + " build(s) wait for a worker");
-    for (const p of data.pipelines || []) {
-      if (p.paused) out.push("pipeline " + p.name + " is paused: its items wait");
-    }
     return out;
   }
 
