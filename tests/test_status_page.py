@@ -259,7 +259,7 @@ def test_a_gate_queue_as_a_person_sees_it(gate, browser, artifacts_dir):
     see(browser, "the paused badge",
         lambda: css(browser, "section[data-pipeline=check] .paused-badge"))
     see(browser, "the server's alert", lambda: paused[0] in [
-        a.text for a in css(browser, "#alerts .alert")])
+        a.text for a in css(browser, "#alerts .alert.warning")])
 
 
 def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
@@ -298,6 +298,7 @@ def test_a_batching_gate_of_500_items_with_a_batch_set_aside(browser):
         assert browser.title == "ccci-gate status"
         alerts = [a.text for a in css(browser, "#alerts .alert")]
         assert alerts == ["build:build: 5 build(s) wait, no worker registered"]
+        assert css(browser, "#alerts .alert.critical")   # its severity, as the server says
         status["pool"], status["alerts"] = {"error": "the Gearman servers have not answered yet"}, []
         see(browser, "the pool's trouble", lambda: [a.text for a in css(
             browser, "#alerts .alert")] == ["Gearman: the Gearman servers have not answered yet"])

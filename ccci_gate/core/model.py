@@ -261,10 +261,6 @@ class Item:
         """Whether it is first in its queue (the one that may report, merge or run)."""
         return self.queue.head is self
 
-    @property
-    def items_ahead(self) -> list["Item"]:
-        return self.queue.items[: self.queue.items.index(self)]
-
 
 @dataclass(eq=False)
 class ChangeQueue:

@@ -185,21 +185,23 @@
 
   // --- alerts and recent -----------------------------------------------------------------
 
+  // [text, severity] of each alert shown
   function alertsOf(data) {
     const out = [];
-    if (fetchError) out.push("status unavailable: " + fetchError + " (showing the last one)");
+    if (fetchError) out.push(["status unavailable: " + fetchError + " (showing the last one)", "critical"]);
     // the server's open alerts (ccci_gate/alerts.py), then what only the page knows:
     // the pool's snapshot not answering, no Gearman server connected
-    for (const a of data.alerts || []) out.push(typeof a === "string" ? a : (a.message || JSON.stringify(a)));
+    for (const a of data.alerts || []) out.push([a.message || JSON.stringify(a), a.severity || "warning"]);
     const pool = data.pool || {};
-    if (pool.error) out.push("Gearman: " + pool.error);
-    else if (Array.isArray(pool.servers) && pool.servers.length === 0) out.push("no Gearman server connected");
+    if (pool.error) out.push(["Gearman: " + pool.error, "critical"]);
+    else if (Array.isArray(pool.servers) && pool.servers.length === 0) out.push(["no Gearman server connected", "critical"]);
     return out;
   }
 
   function renderAlerts(data) {
     const box = document.getElementById("alerts");
-    box.replaceChildren(...alertsOf(data).map((text) => el("div", "alert", text)));
+    box.replaceChildren(...alertsOf(data).map(([text, severity]) =>
+      el("div", "alert " + (severity === "critical" ? "critical" : "warning"), text)));
   }
 
   function renderRecent(recent) {
