@@ -59,14 +59,13 @@ def redraw(driver, runs: int = 10) -> float:
 
 def measure(driver, size: int, batch: bool) -> dict:
     status = gate_status(size, batch)
-    compact = status
     full_bytes = json.dumps(status, indent=1, sort_keys=True).encode()
     estimates = Estimates(Store(":memory:"))   # what the API adds, then how it answers
     row = {"items": size, "gate": "batching" if batch else "dependent",
-           "full_kib": len(full_bytes) / 1024, "compact_kib": len(compact_json(compact)) / 1024,
+           "full_kib": len(full_bytes) / 1024, "compact_kib": len(compact_json(status)) / 1024,
            "full_ms": median_ms(lambda: Response.json(estimates.annotate(status))),
            "compact_ms": median_ms(lambda: compact_json(estimates.annotate(status)))}
-    web = serve(compact)
+    web = serve(status)   # the page reads ?compact=1: the same document, not indented
     try:
         driver.get(web.url + "/")
         deadline = time.monotonic() + 30

@@ -33,7 +33,7 @@ from .web.snapshot import Snapshot
 KINDS = ("pipeline_paused", "no_worker", "warm_broken", "outbox_stuck")
 OUTBOX_AGE = 600.0      # seconds a forge write may wait before it is an alert
 WARM_MAX_AGE = 60.0     # seconds: the warm root is walked at most this often
-POOL_MAX_AGE = 2.0      # seconds: the pool's snapshot as the status API asks for it
+POOL_MAX_AGE = 2.0      # seconds: the pool costs two admin round trips per Gearman server
 
 
 @dataclass(frozen=True)

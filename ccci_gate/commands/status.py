@@ -1,13 +1,13 @@
 """``ccci-gate status``: a running gatekeeper's ``/status.json`` as a table people read.
 
 First the open alerts (``alerts.py``), one ``ALERT`` line each; then pipelines
-(``(paused)`` marked) and their items (change, project, age, state, jobs done,
-result; in a queue shared by several items or with a window, under the queue's name and
-window, each item saying which it is tested on and how many are ahead), each item's builds with their state and **progress**: for a running build the
-time it has run, and, when the status gives the job's ``estimate`` (seconds, from its
-recent successful runs), that estimate, a bar and a percentage; then the recently
-finished items with their result and page, then the worker pool. ``--json`` prints the
-document as it came, for scripts.
+(``(paused)`` marked) and their items (change, project, age, state, jobs done, result;
+in a queue shared by several items or with a window, under the queue's name and window,
+each item naming the one directly ahead and how many are ahead), each item's builds
+with their state and **progress**: for a running build the time it has run, and, when
+the status gives the job's ``estimate`` (seconds, from its recent successful runs), that
+estimate, a bar and a percentage; then the recently finished items with their result
+and page, then the worker pool. ``--json`` prints the document as it came, for scripts.
 
 **Width.** On a terminal, lines fit its width: a line too long first loses its link (a
 build's log, an item's page), then is cut with ``…``. Piped, lines are whole (``grep``

@@ -5,10 +5,10 @@ be serialised without touching live model objects.
 
 An item's place in its queue is O(1) in its summary, whatever the queue's length:
 ``items_ahead`` is the **count** of items ahead of it in its queue, and ``item_ahead``
-the change (``Change.describe()``) of the one directly ahead — in a dependent queue the
-item whose speculative ref its own is built on — or None at the head. (Summaries stored
-before this carry ``items_ahead`` as the list of every change ahead: :func:`place_of`
-reads both.)
+the change (``Change.describe()``) of the one directly ahead, or None at the head. (What
+a dependent item's speculative ref holds, failing items ahead left out, is its
+``buildset.changes``.) Summaries stored before carry ``items_ahead`` as the list of
+every change ahead: :func:`place_of` reads both forms.
 """
 from __future__ import annotations
 

@@ -74,8 +74,9 @@ class GatekeeperAPI:
         self.resolve_change = resolve_change
         self.notify_push = notify_push
         self.web_url = web_url.rstrip("/")
-        self.pool_status = Snapshot("pool", pool, wait=1.0)   # POOL_MAX_AGE: two admin round trips a server
-        self.alerts = Alerts(scheduler.status, self.pool_status)   # app.py adds outboxes, warm root
+        self.pool_status = Snapshot("pool", pool, wait=1.0)
+        # the open alerts; the gatekeeper (app.py) gives them its outboxes and warm root
+        self.alerts = Alerts(scheduler.status, self.pool_status)
         self.logs = logs or LogRoutes(LogStore(log_dir), store)
         self.disk = disk
         self.estimates = Estimates(store)
@@ -101,11 +102,11 @@ class GatekeeperAPI:
         compact = request.query.get("compact") == ["1"]
         status = self.scheduler.status()
         data = self.estimates.annotate(status)
-        pool = self.pool_status.get(POOL_MAX_AGE)
+        pool = self.pool_status.get(POOL_MAX_AGE)   # waited on once per request
         data["pool"] = pool.value if pool is not None else {
             "error": "the Gearman servers have not answered yet"}
-        taken = pool.value if pool is not None else {}
-        data["alerts"] = [a.to_dict() for a in self.alerts.current(status, taken)]
+        data["alerts"] = [a.to_dict() for a in self.alerts.current(
+            status, pool.value if pool is not None else {})]
         data["recent"] = self.recent()
         data["disk"] = dict(self.disk())
         if compact:
