@@ -46,6 +46,7 @@ from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
 from ..logstore import LogStore
 from ..pki import TlsFiles
 from . import protocol
+from .warmpool import WarmReports, route
 from .client import ADMIN_TIMEOUT, SUBMIT, Client, send_job, admin, parse_status, parse_workers
 
 log = logging.getLogger("ccci_gate.dispatcher")
@@ -71,6 +72,7 @@ class _Build:
     stop_sent: bool = False
     finished: bool = False
     retry: bool = False
+    routed: str = ""     # the function it is submitted as (``warmpool.route``)
 
     @property
     def build_id(self) -> str:
@@ -78,7 +80,7 @@ class _Build:
 
     @property
     def function(self) -> str:
-        return self.action.function
+        return self.routed or self.action.function
 
 
 @dataclass
@@ -122,6 +124,7 @@ class GearmanDispatcher:
         # submitted, canceled, unqueued (removed from a server's queue), stops,
         # not_registered, lost: what happened, for benchmarks and the status
         self.stats: Counter[str] = Counter()
+        self.warm = WarmReports()
         self.client = Client(self, client_id)
         for host, port in servers:
             self.client.addServer(host, port, **protocol.tls_options(tls))
@@ -197,7 +200,11 @@ class GearmanDispatcher:
         now = time.monotonic()
         build = _Build(action, now, retry=_attempt(action) > 1)
         self._builds[action.build_id] = build
-        if self._registered(action.function):
+        if action.prefer:
+            if now - self._polled_at > 0.2:
+                self._poll_servers()   # route on a fresh look at who holds what
+            self._route(build)
+        if self._registered(build.function):
             self._submit(build)
         elif now - self._polled_at > 0.2:
             self._tick()  # a fresh look before holding (or calling it NOT_REGISTERED)
@@ -211,9 +218,11 @@ class GearmanDispatcher:
             if build.state == HELD:
                 if build.canceled:
                     self._builds.pop(build.build_id, None)
-                elif not connected:
                     continue
-                elif self._registered(build.function):
+                if not connected:
+                    continue
+                self._route(build)
+                if self._registered(build.function):
                     self._submit(build)
                 elif now >= self._deadline(build):
                     self._not_registered(build)
@@ -243,18 +252,33 @@ class GearmanDispatcher:
                                          f"within {self.grace:g}s"))
 
     def _unqueue_unregistered(self, build: _Build) -> None:
-        """A queued build whose function lost every worker for longer than the grace."""
+        """A queued build whose function lost every worker for longer than the grace;
+        one routed to a preferred function is held again and routed afresh."""
         if self._admin_cancel(build):
+            if build.routed and build.routed != build.action.function:
+                build.state, build.job, build.held_since = HELD, None, time.monotonic()
+                self._route(build)
+                return
             self._not_registered(build)
+
+    def _route(self, build: _Build) -> None:
+        """Choose (again) the function a held build is submitted as; its log says so."""
+        if not build.action.prefer:
+            return
+        function, why = route(build.action.function, build.action.prefer, self._registered)
+        if function != build.routed:
+            build.routed = function
+            with open(self.log_dir / f"{build.build_id}.log", "a", encoding="utf-8") as fh:
+                fh.write(why)
 
     # --- submitting ----------------------------------------------------------------------
 
     def _submit(self, build: _Build) -> None:
         action = build.action
-        job = gear.Job(action.function.encode(), protocol.encode_parameters(action.parameters),
+        job = gear.Job(build.function.encode(), protocol.encode_parameters(action.parameters),
                        unique=action.build_id.encode())
         job.ccci_build = build
-        conns = self._connections_for(action.function)
+        conns = self._connections_for(build.function)
         if not conns:
             return  # held: tried again at the next tick
         conn = conns[0]
@@ -380,7 +404,7 @@ class GearmanDispatcher:
         self._registry = registry
         held = sum(1 for b in self._builds.values() if b.state == HELD and not b.canceled)
         self._snapshot = {"servers": servers, "functions": functions, "workers": workers,
-                          "held": held}
+                          "held": held, "warm": self.warm.rows(workers)}
         self._snapshot_at = now
 
     # --- callbacks from gear's threads (never call gear here) -----------------------------
@@ -392,6 +416,8 @@ class GearmanDispatcher:
         message = protocol.decode(data)
         if "name" in message:
             name = str(message.get("name") or "")
+            if "warm" in message:
+                self.warm.note(name, message["warm"])
             with self._lock:
                 first = build.state != RUNNING   # gearmand may hand a lost build on again
                 build.worker = name
@@ -431,6 +457,8 @@ class GearmanDispatcher:
         if build is None:
             return
         message = protocol.decode(data)
+        if "warm" in message:
+            self.warm.note(build.worker, message["warm"])
         result = message.get("result")
         if not isinstance(result, str) or not result:
             self._lost(build, "WORK_COMPLETE without a result")

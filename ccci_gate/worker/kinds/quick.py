@@ -43,7 +43,7 @@ def canonical_for(ctx: BuildContext) -> Canonical | None:
     """The recipe's canonical on this host, when its project is enrolled."""
     if ctx.parameters.get("CCCI_WARM") != "1":
         return None
-    return Canonical(default_root(), recipe_name(ctx))
+    return Canonical(ctx.warm_root or default_root(), recipe_name(ctx))
 
 
 def known_good_version(ctx: BuildContext) -> tuple[str, str]:
