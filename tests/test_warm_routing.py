@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -59,6 +60,9 @@ class Where:
     name = "recipe-systest"
 
     def run(self, ctx) -> str:
+        if ctx.parameters.get("HOLD"):     # keep the worker busy until stopped
+            ctx.stop.wait(30)
+            return "ABORTED"
         canonical = quick.canonical_for(ctx)
         why = "the project is not enrolled" if canonical is None else canonical.unusable()
         ctx.log(f"canonical here: {why or 'usable'}\n")
@@ -134,6 +138,30 @@ def test_a_quick_build_goes_to_the_canonicals_host_and_falls_back_to_cold(pool):
         dispatcher.pool(max_age=0)["functions"][WARM_HELLO]["workers"] == 0
     worker, log = run(dispatcher, events, quick_build(10), logs)
     assert log.startswith("dispatch: no worker has the label warm:hello"), log
+
+
+def test_a_build_queued_for_a_canonicals_host_that_leaves_is_routed_again(pool):
+    dispatcher, events, daemons, _, logs = pool
+    busy = quick_build(1)
+    busy = StartBuild(busy.build_id, busy.function, {**busy.parameters, "HOLD": "1"},
+                      prefer=busy.prefer)
+    dispatcher.start(busy)
+    assert events.next(BuildStarted, busy.build_id).worker == "warm"
+    waiting = quick_build(2)          # queued behind it, for the same host
+    dispatcher.start(waiting)
+    deadline = time.monotonic() + 10
+    while dispatcher.pool(max_age=0)["functions"].get(WARM_HELLO, {}).get("queued", 0) < 1:
+        assert time.monotonic() < deadline, "the second build never queued for warm:hello"
+        time.sleep(0.05)
+    daemons["warm"].shutdown()        # the host holding the canonical goes away
+    lost = events.next(BuildCompleted, waiting.build_id)
+    assert lost.result is None, lost        # a lost attempt: the engine runs it again...
+    assert (logs / f"{waiting.build_id}.log").read_text().startswith(f"dispatch: as {WARM_HELLO}")
+    retry = quick_build(3)                  # ...under a new id, routed afresh
+    worker, log = run(dispatcher, events, retry, logs)
+    assert worker == "cold"
+    assert log.startswith("dispatch: no worker has the label warm:hello"), log
+    assert "canonical here: no canonical of hello on this host" in log
 
 
 def test_workers_report_their_canonicals_to_the_pool(pool):

@@ -252,12 +252,14 @@ class GearmanDispatcher:
                                          f"within {self.grace:g}s"))
 
     def _unqueue_unregistered(self, build: _Build) -> None:
-        """A queued build whose function lost every worker for longer than the grace;
-        one routed to a preferred function is held again and routed afresh."""
+        """A queued build whose function lost every worker for longer than the grace:
+        NOT_REGISTERED; one queued as a preferred function is a lost attempt instead, so
+        its retry is routed afresh (gearmand fails a job it cancels to us: lost too)."""
         if self._admin_cancel(build):
             if build.routed and build.routed != build.action.function:
-                build.state, build.job, build.held_since = HELD, None, time.monotonic()
-                self._route(build)
+                self._builds.pop(build.build_id, None)
+                self._lost(build, f"no worker registers {build.routed} any more: "
+                                  f"run again, routed afresh")
                 return
             self._not_registered(build)
 
