@@ -270,8 +270,7 @@ class GearmanDispatcher:
         function, why = route(build.action.function, build.action.prefer, self._registered)
         if function != build.routed:
             build.routed = function
-            with open(self.log_dir / f"{build.build_id}.log", "a", encoding="utf-8") as fh:
-                fh.write(why)
+            self.logs.append(build.build_id, why)
 
     # --- submitting ----------------------------------------------------------------------
 
