@@ -192,6 +192,8 @@ def test_preference_only_for_canonical_runs_of_enrolled_recipes():
     assert warm_preference(systest, {**quick_pr, "CCCI_QUICK": "0"}) == ()   # a cold check
     assert warm_preference(systest, {**quick_pr, "CCCI_WARM": "0"}) == ()    # not enrolled
     assert warm_preference(lint, quick_pr) == ()
+    sweep = JobConfig("sweep", kind="recipe-sweep")      # compares with the known-good
+    assert warm_preference(sweep, branch) == ("build:sweep:warm:hello",)
     assert warm_function("build:systest", "bad name") is None
     assert warm_preference(systest, {**quick_pr, "RECIPE": "a b"}) == ()
 

@@ -42,7 +42,9 @@ def safe_path(path: str) -> bool:
         and all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-WARM_KINDS = ("recipe-systest",)     # job kinds that use a recipe's warm canonical
+# job kinds that use a recipe's warm canonical: quick runs upgrade it, green cold runs
+# promote it, the sweep compares the latest release with its known-good
+WARM_KINDS = ("recipe-systest", "recipe-sweep")
 _WARM_RECIPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 

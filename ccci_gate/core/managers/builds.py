@@ -24,9 +24,9 @@ def warm_preference(job: "JobConfig", params: Mapping[str, str]) -> tuple[str, .
     """Where a build should run to use its recipe's warm canonical: a build of a
     canonical-using kind (``WARM_KINDS``) of an enrolled project (``CCCI_WARM``) that
     is quick (it upgrades the canonical) or of a branch or tag (a green one may
-    promote it: re-seeding the canonical where it is keeps one per recipe) prefers the
-    workers labelled ``warm:<recipe>``. A cold check of a change does not: it needs
-    no canonical and may run on any host."""
+    promote it: re-seeding the canonical where it is keeps one per recipe; the sweep
+    compares with its known-good) prefers the workers labelled ``warm:<recipe>``. A
+    cold check of a change does not: it needs no canonical and may run on any host."""
     if job.kind not in WARM_KINDS or params.get("CCCI_WARM") != "1":
         return ()
     if params.get("CCCI_QUICK") != "1" and params.get("ZUUL_CHANGE"):
