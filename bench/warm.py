@@ -12,6 +12,9 @@ would), and about a second on initialised data. Both lanes have the same settle 
 2. Then, ``--rounds`` times alternating: the cold systest of the head (1.2.0+1), and the
    quick one (reattach the canonical at its known-good, upgrade it in place).
 
+It prints each round, the medians of both lanes and their ratio, and where each lane
+spent its time (phases ended by the log lines of ``PHASES``).
+
 Needs a Docker Engine in swarm mode and Debian's busybox-static; takes the Docker tests'
 lock, so it never runs beside them.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +49,31 @@ def slow_first_boot(seconds: int):
                           f"echo done > /data/.initialised; }}; exec httpd -f -p 8080 -h /www"]
         app["healthcheck"]["start_period"] = f"{seconds + 30}s"
     return base
+
+
+# where each phase of a lane ends, by the log line that ends it (the log's own words)
+PHASES = {
+    "cold": [("base deployed, first boot", "converged: "), ("seed", "ccci-seed passed"),
+             ("upgrade", "upgraded in place"), ("settle", "settled: "),
+             ("probe", "readiness: "), ("checks", "the recipe has no tests/ccci-check"),
+             ("round trip", "round trip of"), ("teardown", "nothing of ")],
+    "quick": [("refill volumes", "refilled "), ("reattach, healthy", "reattached "),
+              ("upgrade", "upgraded in place"), ("settle", "settled: "),
+              ("probe", "readiness: "), ("checks", "the recipe has no tests/ccci-check"),
+              ("undeploy", "quick PASS")],
+}
+STAMP = re.compile(r"^\[\s*([0-9.]+)\] (.*)$")
+
+
+def phases(lane: str, log: str) -> dict[str, float]:
+    """Seconds spent in each phase of ``lane``, from the timestamps of its log."""
+    stamps = [(float(m.group(1)), m.group(2)) for m in map(STAMP.match, log.splitlines()) if m]
+    out, last = {}, 0.0
+    for name, marker in PHASES[lane]:
+        when = next((t for t, text in stamps if marker in text and t >= last), None)
+        if when is not None:
+            out[name], last = when - last, when
+    return out
 
 
 def systest(tmp: Path, host: Host, repo: Path, ref: str, name: str, **params) -> tuple[float, str]:
@@ -83,19 +112,23 @@ def main() -> None:
             print(f"seeded the canonical (a cold systest of 1.1.0+1 that promotes) in "
                   f"{seeded:.1f}s")
             cold, quick = [], []
+            split: dict[str, list[dict[str, float]]] = {"cold": [], "quick": []}
             for n in range(args.rounds):
                 took, log = systest(tmp, host, repo, "refs/pull/1/head", f"cold{n}",
                                     ZUUL_CHANGE="1", ZUUL_COMMIT=sha)
                 assert "lane: cold" in log and "the note survived" in log, log
                 cold.append(took)
                 cold_log = log
+                split["cold"].append(phases("cold", log))
                 took, log = systest(tmp, host, repo, "refs/pull/1/head", f"quick{n}",
                                     CCCI_QUICK="1", ZUUL_CHANGE="1", ZUUL_COMMIT=sha)
                 assert "lane: quick" in log and "the note survived" in log, log
                 quick.append(took)
+                split["quick"].append(phases("quick", log))
                 if args.logs:
                     print(cold_log + log)
-                print(f"round {n + 1}: cold {cold[-1]:.1f}s, quick {quick[-1]:.1f}s")
+                print(f"round {n + 1}: cold {cold[-1]:.1f}s, quick {quick[-1]:.1f}s "
+                      f"= {quick[-1] / cold[-1]:.2f}x")
         finally:
             for canonical in warm.canonicals(tmp / "warm"):
                 warm.drop(port, canonical)
@@ -104,6 +137,12 @@ def main() -> None:
           f"(median of {args.rounds}):")
     print(f"  cold lane   {c:6.1f} s")
     print(f"  quick lane  {q:6.1f} s   = {q / c:.2f}x cold (target <= 0.40x)")
+    for lane in ("cold", "quick"):
+        names = [name for name, _ in PHASES[lane]]
+        medians = {name: statistics.median(r.get(name, 0.0) for r in split[lane])
+                   for name in names}
+        print(f"  {lane} phases (medians, s): " + ", ".join(
+            f"{name} {value:.1f}" for name, value in medians.items()))
 
 
 if __name__ == "__main__":

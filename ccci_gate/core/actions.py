@@ -33,7 +33,9 @@ class PrepareRef(Action):
 class StartBuild(Action):
     """Submit a build to Gearman. Answered by ``BuildStarted``/``BuildProgress``/
     ``BuildCompleted``. ``job`` is the job as the buildset holds it (its worker runs that
-    definition: ``jobdefs.py``)."""
+    definition: ``jobdefs.py``). ``prefer``: functions to submit it as instead of
+    ``function``, the first one some worker has registered (the host holding a recipe's
+    canonical, ``core.layout.warm_function``); ``function`` when none has."""
 
     build_id: str
     function: str
@@ -41,6 +43,7 @@ class StartBuild(Action):
     precedence: str = "normal"
     timeout: int | None = None
     job: JobConfig | None = field(default=None, compare=False)
+    prefer: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

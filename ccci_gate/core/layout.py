@@ -42,6 +42,26 @@ def safe_path(path: str) -> bool:
         and all(part not in ("", ".", "..") for part in path.split("/"))
 
 
+# job kinds that use a recipe's warm canonical: quick runs upgrade it, green cold runs
+# promote it, the sweep compares the latest release with its known-good
+WARM_KINDS = ("recipe-systest", "recipe-sweep")
+_WARM_RECIPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def warm_label(recipe: str) -> str | None:
+    """``warm:<recipe>``: the label a worker registers automatically for each usable
+    canonical its host holds (``swarm.warm``); None for a recipe name that cannot be
+    part of a Gearman function name."""
+    return f"warm:{recipe}" if _WARM_RECIPE.match(recipe or "") else None
+
+
+def warm_function(function: str, recipe: str) -> str | None:
+    """The function of a job's build on the host holding ``recipe``'s canonical:
+    ``<function>:warm:<recipe>`` (e.g. ``build:systest:warm:hello``), or None."""
+    label = warm_label(recipe)
+    return f"{function}:{label}" if label else None
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """A job: what runs (``kind``/``run``), where it sits in the graph and how it retries."""

@@ -46,6 +46,7 @@ from ..core.events import BuildCompleted, BuildProgress, BuildStarted, Event
 from ..logstore import LogStore
 from ..pki import TlsFiles
 from . import protocol
+from .warmpool import WarmReports, route
 from .client import ADMIN_TIMEOUT, SUBMIT, Client, send_job, admin, parse_status, parse_workers
 
 log = logging.getLogger("ccci_gate.dispatcher")
@@ -71,6 +72,7 @@ class _Build:
     stop_sent: bool = False
     finished: bool = False
     retry: bool = False
+    routed: str = ""     # the function it is submitted as (``warmpool.route``)
 
     @property
     def build_id(self) -> str:
@@ -78,7 +80,7 @@ class _Build:
 
     @property
     def function(self) -> str:
-        return self.action.function
+        return self.routed or self.action.function
 
 
 @dataclass
@@ -122,6 +124,7 @@ class GearmanDispatcher:
         # submitted, canceled, unqueued (removed from a server's queue), stops,
         # not_registered, lost: what happened, for benchmarks and the status
         self.stats: Counter[str] = Counter()
+        self.warm = WarmReports()
         self.client = Client(self, client_id)
         for host, port in servers:
             self.client.addServer(host, port, **protocol.tls_options(tls))
@@ -198,7 +201,11 @@ class GearmanDispatcher:
         now = time.monotonic()
         build = _Build(action, now, retry=_attempt(action) > 1)
         self._builds[action.build_id] = build
-        if self._registered(action.function):
+        if action.prefer:
+            if now - self._polled_at > 0.2:
+                self._poll_servers()   # route on a fresh look at who holds what
+            self._route(build)
+        if self._registered(build.function):
             self._submit(build)
         elif now - self._polled_at > 0.2:
             self._tick()  # a fresh look before holding (or calling it NOT_REGISTERED)
@@ -212,9 +219,11 @@ class GearmanDispatcher:
             if build.state == HELD:
                 if build.canceled:
                     self._builds.pop(build.build_id, None)
-                elif not connected:
                     continue
-                elif self._registered(build.function):
+                if not connected:
+                    continue
+                self._route(build)
+                if self._registered(build.function):
                     self._submit(build)
                 elif now >= self._deadline(build):
                     self._not_registered(build)
@@ -244,18 +253,34 @@ class GearmanDispatcher:
                                          f"within {self.grace:g}s"))
 
     def _unqueue_unregistered(self, build: _Build) -> None:
-        """A queued build whose function lost every worker for longer than the grace."""
+        """A queued build whose function lost every worker for longer than the grace:
+        NOT_REGISTERED; one queued as a preferred function is a lost attempt instead, so
+        its retry is routed afresh (gearmand fails a job it cancels to us: lost too)."""
         if self._admin_cancel(build):
+            if build.routed and build.routed != build.action.function:
+                self._builds.pop(build.build_id, None)
+                self._lost(build, f"no worker registers {build.routed} any more: "
+                                  f"run again, routed afresh")
+                return
             self._not_registered(build)
+
+    def _route(self, build: _Build) -> None:
+        """Choose (again) the function a held build is submitted as; its log says so."""
+        if not build.action.prefer:
+            return
+        function, why = route(build.action.function, build.action.prefer, self._registered)
+        if function != build.routed:
+            build.routed = function
+            self.logs.append(build.build_id, why)
 
     # --- submitting ----------------------------------------------------------------------
 
     def _submit(self, build: _Build) -> None:
         action = build.action
-        job = gear.Job(action.function.encode(), protocol.encode_parameters(action.parameters),
+        job = gear.Job(build.function.encode(), protocol.encode_parameters(action.parameters),
                        unique=action.build_id.encode())
         job.ccci_build = build
-        conns = self._connections_for(action.function)
+        conns = self._connections_for(build.function)
         if not conns:
             return  # held: tried again at the next tick
         conn = conns[0]
@@ -384,7 +409,8 @@ class GearmanDispatcher:
             if b.state == HELD and not b.canceled:
                 held_functions[b.function] = held_functions.get(b.function, 0) + 1
         self._snapshot = {"servers": servers, "functions": functions, "workers": workers,
-                          "held": sum(held_functions.values()), "held_functions": held_functions}
+                          "held": sum(held_functions.values()), "held_functions": held_functions,
+                          "warm": self.warm.rows(workers)}
         self._snapshot_at = now
 
     # --- callbacks from gear's threads (never call gear here) -----------------------------
@@ -396,6 +422,8 @@ class GearmanDispatcher:
         message = protocol.decode(data)
         if "name" in message:
             name = str(message.get("name") or "")
+            if "warm" in message:
+                self.warm.note(name, message["warm"])
             with self._lock:
                 first = build.state != RUNNING   # gearmand may hand a lost build on again
                 build.worker = name
@@ -435,6 +463,8 @@ class GearmanDispatcher:
         if build is None:
             return
         message = protocol.decode(data)
+        if "warm" in message:
+            self.warm.note(build.worker, message["warm"])
         result = message.get("result")
         if not isinstance(result, str) or not result:
             self._lost(build, "WORK_COMPLETE without a result")

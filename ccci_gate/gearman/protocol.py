@@ -4,7 +4,9 @@
   ``core.layout.build_function``, the one definition); ``stop:<worker>`` aborts a build.
 - A build's ``unique`` is its id; its argument is a JSON object of strings.
 - WORK_DATA: the first ``{name, number, manager, url}`` says the build started; later
-  ``{"log": text}`` messages carry the build log.
+  ``{"log": text}`` messages carry the build log. A worker whose host holds warm
+  canonicals adds ``warm`` (their rows) to the first one and to WORK_COMPLETE
+  (``gearman.warmpool``).
 - WORK_STATUS ``n/d`` is progress; WORK_COMPLETE ``{"result": ...}`` ends the build.
   A completion without a result, WORK_FAIL or WORK_EXCEPTION means *retry*; so does a
   WORK_COMPLETE ``{"result": "ERROR", "retry": true, "message": why}``: an infra error
@@ -53,8 +55,10 @@ def encode_parameters(params: Mapping[str, Any]) -> bytes:
     return encode({k: "" if v is None else str(v) for k, v in params.items()})
 
 
-def started(name: str, number: str, manager: str, url: str) -> bytes:
-    return encode({"name": name, "number": number, "manager": manager, "url": url})
+def started(name: str, number: str, manager: str, url: str,
+            extra: Mapping[str, Any] | None = None) -> bytes:
+    return encode({**(extra or {}), "name": name, "number": number, "manager": manager,
+                   "url": url})
 
 
 def log_chunk(text: str) -> bytes:

@@ -55,9 +55,10 @@ class BuildRequest:
                      "retries it", self.build_id, exc)
             return False
 
-    def started(self, worker_name: str, url: str = "") -> None:
+    def started(self, worker_name: str, url: str = "",
+                extra: dict[str, Any] | None = None) -> None:
         self._send(self._job.sendWorkData,
-                   protocol.started(worker_name, self.build_id, "ccci-gate", url))
+                   protocol.started(worker_name, self.build_id, "ccci-gate", url, extra))
 
     def log(self, text: str) -> None:
         if text:

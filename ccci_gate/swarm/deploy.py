@@ -38,6 +38,7 @@ from .port import SwarmError, SwarmPort
 from .recipe import Recipe
 
 SETTLE_FLOOR = 30.0
+POLL = 0.2      # seconds between looks while waiting to converge (a look costs ~10 ms here)
 
 
 class DeployError(SwarmError):
@@ -128,7 +129,7 @@ class App:
             if last and all(s.converged for s in last):
                 if not upgrading or all(s.update_state in ("", "completed") for s in last):
                     return last
-            time.sleep(0.5)
+            time.sleep(POLL)
         if self.stop.is_set():
             raise DeployError("stopped")
         self._evidence(last)
@@ -251,8 +252,10 @@ class App:
     # --- teardown ---------------------------------------------------------------------------
 
     def teardown(self, keep_volumes: bool = False) -> None:
+        """Remove the app; its containers are killed when its volumes go too (nothing
+        reads their data again: ``SwarmPort.purge``)."""
         self.log(f"tearing down {self.stack}\n")
-        self.port.purge(self.stack, keep_volumes=keep_volumes)
+        self.port.purge(self.stack, keep_volumes=keep_volumes, kill=not keep_volumes)
         left = self.port.leftovers(self.stack)
         if keep_volumes:
             left.pop("volumes", None)

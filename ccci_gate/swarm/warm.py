@@ -250,6 +250,31 @@ def disk_usage(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+USAGE_TTL = 600.0       # seconds a cached disk use is trusted even if nothing changed
+_usage: dict[Path, tuple[tuple[int, ...], float, int]] = {}
+
+
+def canonical_bytes(canonical: Canonical) -> int:
+    """``disk_usage`` of the canonical's folder, cached in this process: walked again
+    only when the folder, its ``goods/`` or ``snapshots/`` changed (a promotion, a quick
+    run's record, a drop: each replaces an entry there) or after ``USAGE_TTL``."""
+    folder = canonical.dir
+    key = tuple(_mtime(p) for p in (folder, folder / "goods", folder / "snapshots"))
+    cached = _usage.get(folder)
+    if cached is not None and cached[0] == key and time.monotonic() - cached[1] < USAGE_TTL:
+        return cached[2]
+    size = disk_usage(folder) if folder.is_dir() else 0
+    _usage[folder] = (key, time.monotonic(), size)
+    return size
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def restore_secrets(port: SwarmPort, stack: str, good: Path) -> list[str]:
     """Create the known-good's secrets with their stored values, on a stack purged
     (volumes kept) just before: the values the data in the volumes was made with."""
@@ -289,7 +314,7 @@ def listing(root: Path) -> list[dict[str, Any]]:
                      "version": good.get("version", ""), "commit": good.get("commit", ""),
                      "time": record.get("time", 0), "last_good": canonical.last_good(),
                      "last_quick": record.get("last_quick", {}),
-                     "bytes": disk_usage(canonical.dir)})
+                     "bytes": canonical_bytes(canonical)})
     return rows
 
 

@@ -13,7 +13,8 @@ than a second: the worker pool (two admin round trips per server) comes from a
 ``POOL_MAX_AGE``; history and finished items from the store's own read connection.
 
 - ``GET /status.json``: pipelines, queues, items, builds (each with its ``estimate`` and
-  ``remaining`` seconds: ``web/statusdoc.py``), progress, the worker pool, the
+  ``remaining`` seconds: ``web/statusdoc.py``), progress, the worker pool
+  (with the warm canonicals workers reported, ``pool.warm``: ``gearman.warmpool``), the
   ``recent`` finished items with their result and page, and ``disk``: bytes per kind
   as the retention janitor last measured them (``retention.py``), the open ``alerts``
   (``alerts.py``: kind, severity, message, since); ``?compact=1``

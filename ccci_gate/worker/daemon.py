@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..core.layout import JobConfig
+from ..core.layout import WARM_KINDS, JobConfig
 from ..credentials import redact, secret_values
 from ..jobdefs import PARAMETER as JOB_URL
 from ..gearman.protocol import RETRY
@@ -44,6 +44,7 @@ from .handoff import hand_over
 from .jobdefs import DefinitionError, Definitions
 from .kinds import BuildContext, get_kind
 from .process import Instance, reap_leftovers
+from .warmlabels import WarmLabels
 from .workspace import WorkspaceError, prepare_workspace
 
 log = logging.getLogger("ccci_gate.worker")
@@ -139,7 +140,7 @@ class WorkerDaemon:
                  labels: Sequence[str], workdir: Path, jobs_dir: Path, max_builds: int = 1,
                  swarm: Callable[[], str | None] = swarm_problem,
                  tls: TlsFiles | None = None, gatekeeper: str | None = None,
-                 jobs_poll: float = JOBS_POLL):
+                 jobs_poll: float = JOBS_POLL, warm_root: Path | None = None):
         self.name = name
         self.local_jobs = dict(jobs)
         self.jobs = dict(jobs)
@@ -162,6 +163,9 @@ class WorkerDaemon:
         self._swarm = swarm
         self._swarm_problem: str | None = None
         self._swarm_checked = False
+        self.warm = WarmLabels(warm_root)
+        self.warm.look()
+        self._functions_lock = threading.Lock()
         self.gearman = GearmanWorker(servers, name, self.functions(), on_stop=self.stop_build,
                                      tls=tls)
 
@@ -205,7 +209,8 @@ class WorkerDaemon:
         if skipped:
             log.warning("worker %s does not register %s: %s", self.name, ", ".join(skipped),
                         self.swarm_problem)
-        return functions_for(self.jobs, self.labels, left_out)
+        functions = functions_for(self.jobs, self.labels, left_out)
+        return sorted(functions + self.warm.functions(self.jobs, functions))
 
     def update_jobs(self, jobs: Mapping[str, JobConfig]) -> None:
         """New job definitions (reconfiguration); registers any new functions. Without a
@@ -213,7 +218,24 @@ class WorkerDaemon:
         self.jobs = dict(jobs)
         if not self.gatekeeper:
             self.local_jobs = dict(jobs)
-        self.gearman.set_functions(self.functions())
+        with self._functions_lock:
+            self.gearman.set_functions(self.functions())
+
+    def refresh_warm(self) -> None:
+        """Register the ``warm:<recipe>`` functions of the canonicals usable now."""
+        with self._functions_lock:
+            if self.warm.look():
+                log.info("worker %s: usable canonicals now %s", self.name,
+                         ", ".join(self.warm.recipes()) or "none")
+                self.gearman.set_functions(self.functions())
+
+    def warm_report(self) -> dict:
+        """The canonicals of this host, for the gatekeeper (only from a worker that
+        runs canonical-using jobs)."""
+        base = functions_for(self.jobs, self.labels, SWARM_KINDS if self.swarm_problem else ())
+        if not any(j.kind in WARM_KINDS and j.function in base for j in self.jobs.values()):
+            return {}
+        return self.warm.report()
 
     def _poll_jobs(self) -> None:
         """Follow the gatekeeper's jobs: register what a reconfigure added or relabelled."""
@@ -252,9 +274,12 @@ class WorkerDaemon:
         while self._running:
             request = self.gearman.get_build(timeout=1.0)
             if request is None:
+                if self.warm.due():
+                    self.refresh_warm()
                 continue
             try:
                 self.run_build(request)
+                self.refresh_warm()
             except Exception:
                 if not self._running:
                     return  # shutting down: the server hands the build to another worker
@@ -291,7 +316,7 @@ class WorkerDaemon:
             stop.set()
         self.instance.claim(request.build_id)
         stream = LogStream(request, secret_values(params))
-        request.started(self.name)
+        request.started(self.name, extra=self.warm_report())
         workspace = self.workdir / request.build_id
         message = ""
         try:
@@ -321,7 +346,7 @@ class WorkerDaemon:
                     request.fail()
                     return
                 ctx = BuildContext(job, params, workspace, stream.write, request.progress,
-                                   stop, deadline, jobs_dir)
+                                   stop, deadline, jobs_dir, warm_root=self.warm.root)
                 try:
                     result = get_kind(job.kind).run(ctx)
                 except Exception:
@@ -335,11 +360,13 @@ class WorkerDaemon:
                 stream.write("result: ERROR (an infrastructure error: the gatekeeper retries "
                              "the build)\n")
                 stream.close()
-                request.complete(result, {RETRY: True, "message": f"ERROR on {self.name}"})
+                request.complete(result, {RETRY: True, "message": f"ERROR on {self.name}",
+                                          **self.warm_report()})
             else:
                 stream.write(f"result: {result}\n")
                 stream.close()
-                request.complete(result, {"message": message} if message else None)
+                request.complete(result, {**({"message": message} if message else {}),
+                                          **self.warm_report()} or None)
         finally:
             stream.close()
             self._stops.pop(request.build_id, None)

@@ -8,15 +8,32 @@ without it).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from ..actions import Action, CancelBuild, StartBuild
+from ..layout import WARM_KINDS, warm_function
 from ..model import Build, BuildState, Item, ItemState, Result
 from ..params import ParameterError, build_parameters
 
 if TYPE_CHECKING:
-    from ..layout import Layout, PipelineConfig
+    from ..layout import JobConfig, Layout, PipelineConfig
     from .context import Journal, ManagerContext
+
+
+def warm_preference(job: "JobConfig", params: Mapping[str, str]) -> tuple[str, ...]:
+    """Where a build should run to use its recipe's warm canonical: a build of a
+    canonical-using kind (``WARM_KINDS``) of an enrolled project (``CCCI_WARM``) that
+    is quick (it upgrades the canonical) or of a branch or tag (a green one may
+    promote it: re-seeding the canonical where it is keeps one per recipe; the sweep
+    compares with its known-good) prefers the workers labelled ``warm:<recipe>``. A
+    cold check of a change does not: it needs no canonical and may run on any host."""
+    if job.kind not in WARM_KINDS or params.get("CCCI_WARM") != "1":
+        return ()
+    if params.get("CCCI_QUICK") != "1" and params.get("ZUUL_CHANGE"):
+        return ()
+    recipe = params.get("RECIPE") or params.get("ZUUL_PROJECT", "").rsplit("/", 1)[-1]
+    function = warm_function(job.function, recipe)
+    return (function,) if function else ()
 
 
 class BuildRunner:
@@ -64,7 +81,7 @@ class BuildRunner:
         except ParameterError as exc:
             return self.complete_build(item, build, Result.ERROR, str(exc))
         return [StartBuild(build.id, job.function, params, self.config.precedence, job.timeout,
-                           job=job)]
+                           job=job, prefer=warm_preference(job, params))]
 
     def retrigger(self, item: Item, job: str) -> list[str]:
         """Forget the results of ``job`` and what requires it, so they run again.

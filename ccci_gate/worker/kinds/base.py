@@ -32,6 +32,8 @@ class BuildContext:
     - ``message``: a kind may set one line that its result alone does not say (the
       sweep's ``up to date: ...``); it becomes the build's ``message`` in the item's
       summary (status, history, reports).
+    - ``warm_root``: the host's warm root (``swarm.warm``; None: ``CCCI_WARM_ROOT``, else
+      the default), as the worker registering the ``warm:<recipe>`` labels sees it.
     """
 
     job: JobConfig
@@ -43,6 +45,7 @@ class BuildContext:
     deadline: float | None = None
     jobs_dir: Path | None = None
     message: str = ""
+    warm_root: Path | None = None
 
     @property
     def stopped(self) -> bool:

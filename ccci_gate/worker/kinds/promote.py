@@ -105,7 +105,7 @@ class Promotion:
                 f"{old.get('version') if old else 'none'}; status {was})\n")
         started = time.monotonic()
         app = App(port, recipe, ctx.log, ctx.stop)
-        port.purge(app.stack)   # a fresh first boot: no volume, secret or service left
+        port.purge(app.stack, kill=True)   # a fresh first boot: nothing of it is kept
         try:
             values = {name: secrets.token_urlsafe(24) for name in secret_names(recipe)}
             for name, value in values.items():

@@ -8,7 +8,9 @@ canonical (``swarm.warm``) in place to the head, once, with the cold lane's chec
 2. **Upgrade** in place to the head: ``RecipeSystest.upgrade``, the very code of the cold
    lane (volume tokens, chaos deploy, ``App.check_upgrade``, settle, probe, the recipe's
    ``ccci-verify`` against what its ``ccci-seed`` wrote at promotion, ``ccci-check``).
-3. **PASS**: undeploy, volumes kept; the known-good snapshot is not touched.
+3. **PASS**: undeploy (its containers killed: what the head wrote is never read again,
+   the next quick run refills the volumes from the known-good first), volumes kept; the
+   known-good snapshot is not touched.
    **FAIL**: undeploy and restore the known-good into the volumes, proven identical to
    what was reattached. A restore that fails is an infrastructure ERROR with an
    ``ALERT`` line, and the canonical is marked broken (quick falls back to cold).
@@ -43,7 +45,7 @@ def canonical_for(ctx: BuildContext) -> Canonical | None:
     """The recipe's canonical on this host, when its project is enrolled."""
     if ctx.parameters.get("CCCI_WARM") != "1":
         return None
-    return Canonical(default_root(), recipe_name(ctx))
+    return Canonical(ctx.warm_root or default_root(), recipe_name(ctx))
 
 
 def known_good_version(ctx: BuildContext) -> tuple[str, str]:
@@ -132,11 +134,14 @@ class QuickLane:
             verdict = "ERROR"
         if verdict != "SUCCESS":
             return self.put_back(ctx, canonical, app, good, reference, verdict)
-        port.purge(app.stack, keep_volumes=True)
+        undeploying = time.monotonic()
+        # killed, not stopped: what the head left in the volumes is never read again (the
+        # next quick run refills them from the known-good snapshot before it deploys)
+        port.purge(app.stack, keep_volumes=True, kill=True)
         canonical.set_record(status="ready", build="", last_quick={
             "result": verdict, "commit": commit, "version": head.version(), "time": time.time()})
-        ctx.log(f"quick PASS: {app.stack} undeployed, volumes kept; its known-good snapshot "
-                f"({good.get('version')}) untouched\n")
+        ctx.log(f"quick PASS: {app.stack} undeployed in {time.monotonic() - undeploying:.1f}s, "
+                f"volumes kept; its known-good snapshot ({good.get('version')}) untouched\n")
         ctx.progress(4, 5)
         return verdict
 
@@ -144,7 +149,10 @@ class QuickLane:
         """The known-good, deployed and healthy on its own data; returns the digest of
         its volumes as restored (what a failed run must put back)."""
         port = self.kind.port
+        began = time.monotonic()
         reference = self.restore(app, good)
+        ctx.log(f"refilled {len(reference)} volume(s) from the known-good snapshot in "
+                f"{time.monotonic() - began:.1f}s\n")
         restore_secrets(port, app.stack, Path(good["good_dir"]))
         app.create_secrets()
         app.deploy(commit=str(good.get("commit", "")))
@@ -157,7 +165,7 @@ class QuickLane:
         """Whatever is deployed removed (volumes and all), the known-good's volumes made
         afresh and refilled from its snapshot; returns their digest."""
         port = self.kind.port
-        port.purge(app.stack)
+        port.purge(app.stack, kill=True)   # its volumes go too: refilled from the snapshot
         for volume in good.get("volumes", []):
             port.create_volume(volume, app.stack)
         restore(port, app.stack, Path(good["snapshot"]))
