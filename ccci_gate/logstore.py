@@ -39,6 +39,7 @@ log = logging.getLogger("ccci_gate.logstore")
 
 RUNNING, FINISHED = "running", "finished"
 _STRIPES = 64        # locks shared by build ids: an append, a finish's swap, a removal
+PIECE = 1 << 20      # bytes a served log is read and sent at a time
 _MAX_RATIO = 1100    # deflate expands at most ~1032:1: below 2**32 / this, ISIZE is exact
 
 
@@ -208,12 +209,30 @@ class LogStore:
                 pass
         return None
 
-    def read_packed(self, build_id: str) -> bytes | None:
-        """A finished log's gzip bytes as stored (None: not finished)."""
+    def read_pieces(self, build_id: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive) of the log's text, ``PIECE`` at a time: a
+        response body that never holds a big log whole (a finish or a removal meanwhile
+        is crossed like :meth:`read` crosses it; the pieces stop where the text does)."""
+        while start < end:
+            piece = self.read(build_id, start, min(end, start + PIECE))
+            if not piece:
+                return
+            start += len(piece)
+            yield piece
+
+    def packed_pieces(self, build_id: str) -> Iterator[bytes] | None:
+        """A finished log's gzip bytes as stored, ``PIECE`` at a time (None: not
+        finished). The file is opened now, so a removal meanwhile does not cut it."""
         try:
-            return self.packed(build_id).read_bytes()
+            fh = open(self.packed(build_id), "rb")
         except FileNotFoundError:
             return None
+
+        def pieces() -> Iterator[bytes]:
+            with fh:
+                while piece := fh.read(PIECE):
+                    yield piece
+        return pieces()
 
     def files(self) -> Iterator[LogFile]:
         """Every log on disk (temporary files left by a crash are not logs)."""

@@ -217,3 +217,49 @@ def test_seekable_gzip_is_plain_gzip_to_any_reader_and_ranges_start_near_their_o
     build = uuid.uuid4().hex
     logs.packed(build).write_bytes(gzip.compress(data))
     assert logs.size(build) == len(data) and logs.read(build, 100, 200) == data[100:200]
+
+
+def test_a_big_log_is_streamed_not_read_whole_into_memory(tmp_path):
+    """Review: ``GET /logs/<id>`` read a whole log into one bytes object per request (a
+    client without gzip, or ``Range: bytes=0-``): 16 readers of a 1 GB log took 16 GB.
+    Served from a running and from a finished log, the handler and its body stay within a
+    few MiB while the client gets every byte."""
+    import tracemalloc
+
+    from ccci_gate.web.logs import LogRoutes
+    from ccci_gate.web.routes import Request
+    from ccci_gate.store import Store
+
+    logs = LogStore(tmp_path / "logs")
+    store = Store(tmp_path / "db.sqlite")
+    routes = LogRoutes(logs, store)
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    line = b"x" * 99 + b"\n"
+    block = line * (1 << 14)   # 1.6 MB
+    with open(logs.plain(build), "wb") as fh:
+        for _ in range(20):    # 32 MB
+            fh.write(block)
+    text_size = logs.size(build)
+    for state in ("running", "finished"):
+        if state == "finished":
+            assert logs.finish(build)
+        for headers in ({}, {"range": "bytes=0-"}, {"accept-encoding": "gzip"}):
+            size = text_size
+            request = Request("GET", f"/logs/{build}", {}, headers, b"")
+            tracemalloc.start()
+            try:
+                response = routes.log(request)
+                got = 0
+                for chunk in ([response.body] if isinstance(response.body, bytes)
+                              else response.body):
+                    got += len(chunk)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            if "accept-encoding" in headers and state == "finished":
+                size = logs.packed(build).stat().st_size   # the gzip as stored
+            assert got == size, (state, headers)
+            assert peak < 8 << 20, f"{state} {headers}: peak {peak >> 20} MiB for a " \
+                                   f"{size >> 20} MiB log"
+    store.close()

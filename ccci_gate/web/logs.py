@@ -22,7 +22,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from ..credentials import is_secret
-from ..logstore import FINISHED, RUNNING, LogStore
+from ..logstore import FINISHED, PIECE, RUNNING, LogStore
 from ..store import Store
 from .routes import Request, Response, Router
 
@@ -93,20 +93,25 @@ class LogRoutes:
             state = RUNNING   # no output yet
         headers = {"Content-Type": "text/plain; charset=utf-8", "Accept-Ranges": "bytes",
                    "X-Log-State": state, "Vary": "Accept-Encoding"}
+        length = self.logs.size(build_id) or 0
         if request.header("range"):
-            length = self.logs.size(build_id) or 0
             wanted = parse_range(request.header("range"), length)
             if wanted == "unsatisfiable":
                 return Response(416, b"", {**headers, "Content-Range": f"bytes */{length}"})
             if isinstance(wanted, tuple):
                 start, end = wanted
+                if end - start > PIECE:   # a big range is sent piece by piece, never whole
+                    return Response(206, self.logs.read_pieces(build_id, start, end), {
+                        **headers, "Content-Range": f"bytes {start}-{end - 1}/{length}"})
                 body = self.logs.read(build_id, start, end) or b""
                 return Response(206, body, {**headers, "Content-Range":
                                             f"bytes {start}-{start + len(body) - 1}/{length}"})
         if state == FINISHED and accepts_gzip(request.header("accept-encoding")):
-            packed = self.logs.read_packed(build_id)
+            packed = self.logs.packed_pieces(build_id)
             if packed is not None:
                 return Response(200, packed, {**headers, "Content-Encoding": "gzip"})
+        if length > PIECE:
+            return Response(200, self.logs.read_pieces(build_id, 0, length), headers)
         return Response(200, self.logs.read(build_id) or b"", headers)
 
     def build(self, request: Request) -> Response:
