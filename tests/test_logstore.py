@@ -47,6 +47,7 @@ def test_finish_compresses_atomically_and_a_reader_of_the_plain_file_reads_on(tm
     assert logs.finish(build) is False   # nothing left to finish
     # a chunk after the finish (a requeued build) reopens the log whole
     logs.append(build, "more\n")
+    logs.drain()   # the reopen runs on the store's thread
     assert logs.state(build) == "running" and logs.read(build) == TEXT + b"more\n"
     assert not logs.packed(build).exists()
 
@@ -164,6 +165,7 @@ def test_no_chunk_is_lost_when_appends_race_finishes(tmp_path):
     while writer.is_alive():
         finishes += logs.finish(build)
     writer.join()
+    logs.drain()   # reopens still queued
     logs.finish(build)
     assert finishes > 0, "the race was run"
     assert logs.read(build) == "".join(lines).encode()
@@ -263,3 +265,35 @@ def test_a_big_log_is_streamed_not_read_whole_into_memory(tmp_path):
             assert peak < 8 << 20, f"{state} {headers}: peak {peak >> 20} MiB for a " \
                                    f"{size >> 20} MiB log"
     store.close()
+
+
+def test_a_chunk_after_the_finish_reopens_the_log_off_the_appending_thread(tmp_path):
+    """Review: a chunk after its log was finished (gearmand handing a lost build on)
+    unpacked the whole gzip inside ``append``, on gear's poll thread. Now the unpack runs
+    on the store's thread; chunks that come meanwhile keep their order; readers see the
+    finished text until the swap."""
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    logs.append(build, TEXT.decode())
+    assert logs.finish(build)
+    unpacked_on = []
+    gate = threading.Event()
+    original = logs._reopen
+
+    def slow_reopen(build_id):
+        unpacked_on.append(threading.get_ident())
+        gate.wait(10)   # a big gzip: the appending thread must not wait for this
+        original(build_id)
+    logs._reopen = slow_reopen
+    started = time.monotonic()
+    for word in ("one\n", "two\n", "three\n"):
+        logs.append(build, word)
+    assert time.monotonic() - started < 1.0, "append waited for the unpack"
+    assert logs.read(build) == TEXT   # the finished text until the swap
+    gate.set()
+    logs.drain()
+    assert unpacked_on and unpacked_on[0] != threading.get_ident()
+    assert logs.state(build) == "running"
+    assert logs.read(build) == TEXT + b"one\ntwo\nthree\n"
+    assert not list(tmp_path.glob(".*"))
+    logs.close()
