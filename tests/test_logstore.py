@@ -297,3 +297,18 @@ def test_a_chunk_after_the_finish_reopens_the_log_off_the_appending_thread(tmp_p
     assert logs.read(build) == TEXT + b"one\ntwo\nthree\n"
     assert not list(tmp_path.glob(".*"))
     logs.close()
+
+
+def test_a_range_too_big_for_int_is_a_416_not_a_500(served):
+    """Review: ``Range: bytes=<5000 digits>-`` made ``int()`` raise (Python's 4300-digit
+    limit): a 500 and a traceback in the log for a stranger's header."""
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, "text\n")
+    url = f"{web.url}/logs/{build}"
+    for header in (f"bytes={'9' * 5000}-", f"bytes=0-{'9' * 5000}", f"bytes=-{'9' * 5000}"):
+        answer = requests.get(url, headers={"Range": header}, timeout=10)
+        assert answer.status_code in (200, 206, 416), (header[:20], answer.status_code)
+    assert requests.get(url, headers={"Range": f"bytes={'9' * 5000}-"},
+                        timeout=10).status_code == 416
