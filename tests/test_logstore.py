@@ -312,3 +312,19 @@ def test_a_range_too_big_for_int_is_a_416_not_a_500(served):
         assert answer.status_code in (200, 206, 416), (header[:20], answer.status_code)
     assert requests.get(url, headers={"Range": f"bytes={'9' * 5000}-"},
                         timeout=10).status_code == 416
+
+
+def test_a_malformed_gzip_quality_is_not_a_500(served):
+    """Review: ``Accept-Encoding: gzip;q=1.2.3`` made ``float()`` raise in
+    ``accepts_gzip``: a 500 for any finished log. A quality that is no number refuses
+    gzip (the plain text goes out)."""
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, "text\n")
+    assert logs.finish(build)
+    for header in ("gzip;q=1.2.3", "gzip;q=.", "gzip;q=..5"):
+        answer = requests.get(f"{web.url}/logs/{build}", headers={"Accept-Encoding": header},
+                              timeout=10)
+        assert answer.status_code == 200, (header, answer.status_code)
+        assert answer.content == b"text\n"

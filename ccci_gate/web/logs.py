@@ -32,12 +32,16 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` value accepts gzip (a ``q=0`` refuses it)."""
+    """Whether an ``Accept-Encoding`` value accepts gzip (a ``q=0``, or a quality that is
+    no number, refuses it)."""
     for part in header.lower().split(","):
         name, _, params = part.strip().partition(";")
         if name.strip() in ("gzip", "x-gzip", "*"):
             q = re.search(r"q=([0-9.]+)", params)
-            return not (q and float(q.group(1) or 0) == 0)
+            try:
+                return not (q and float(q.group(1)) == 0)
+            except ValueError:   # "q=1.2.3": no quality at all, so no gzip
+                return False
     return False
 
 
