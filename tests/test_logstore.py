@@ -256,6 +256,7 @@ def test_a_big_log_is_streamed_not_read_whole_into_memory(tmp_path):
                 for chunk in ([response.body] if isinstance(response.body, bytes)
                               else response.body):
                     got += len(chunk)
+                getattr(response.body, "close", lambda: None)()
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -328,3 +329,38 @@ def test_a_malformed_gzip_quality_is_not_a_500(served):
                               timeout=10)
         assert answer.status_code == 200, (header, answer.status_code)
         assert answer.content == b"text\n"
+
+
+def test_big_logs_sent_at_once_are_bounded_and_give_their_slot_back(served, monkeypatch):
+    """Review: a log sent piece by piece holds an HTTP thread while its client reads; 16
+    slow readers beside the 16 live logs took all 32 of cheroot's threads (webhooks and
+    the status page waited). At most ``MAX_DOWNLOADS`` are sent at once, 503 beyond (a
+    small log, or a range, still goes out); a client that goes away frees its slot."""
+    from ccci_gate.web import logs as logs_module
+    web, logs, store = served
+    routes = next(h.__self__ for m, p, h in web.router._routes if p == "/logs/")
+    monkeypatch.setattr(routes, "_downloads", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(logs_module, "MAX_DOWNLOADS", 2)
+    big, small = uuid.uuid4().hex, uuid.uuid4().hex
+    store.save_items([item_summary([{"id": big}, {"id": small}])], finished=True)
+    logs.append(big, "y" * (8 << 20))
+    logs.append(small, "small\n")
+    url = f"{web.url}/logs/{big}"
+    plain = {"Accept-Encoding": "identity"}
+    readers = [requests.get(url, headers=plain, stream=True, timeout=10) for _ in range(2)]
+    assert [r.status_code for r in readers] == [200, 200]
+    refused = requests.get(url, headers=plain, timeout=10)
+    assert refused.status_code == 503 and "big logs" in refused.json()["error"]
+    assert requests.get(f"{web.url}/logs/{small}", timeout=10).content == b"small\n"
+    assert requests.get(url, headers={"Range": "bytes=-10"}, timeout=10).status_code == 206
+    for r in readers:
+        r.close()   # gone without reading: the next write fails, the slot comes back
+    deadline = time.monotonic() + 30
+    while routes._downloads._value < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    whole = requests.get(url, headers=plain, timeout=30)
+    assert whole.status_code == 200 and len(whole.content) == 8 << 20
+    deadline = time.monotonic() + 10
+    while routes._downloads._value < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert routes._downloads._value == 2, "a body sent whole did not give its slot back"

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
-from typing import Any, Callable, Mapping
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..credentials import is_secret
 from ..logstore import FINISHED, PIECE, RUNNING, LogStore
@@ -29,6 +31,7 @@ from .routes import Request, Response, Router
 BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
 BUILD_JSON = re.compile(r"^/builds/([0-9a-f]{32})\.json$")
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MAX_DOWNLOADS = 8   # logs sent piece by piece at once (each holds an HTTP thread)
 
 
 def accepts_gzip(header: str) -> bool:
@@ -81,6 +84,7 @@ class LogRoutes:
         self.store = store
         self.jobs = jobs        # the running layout's job configs, by name
         self.web_url = web_url.rstrip("/")
+        self._downloads = threading.BoundedSemaphore(MAX_DOWNLOADS)
 
     def register(self, router: Router) -> None:
         router.add("GET", "/logs/", self.log)
@@ -110,7 +114,7 @@ class LogRoutes:
             if isinstance(wanted, tuple):
                 start, end = wanted
                 if end - start > PIECE:   # a big range is sent piece by piece, never whole
-                    return Response(206, self.logs.read_pieces(build_id, start, end), {
+                    return self._big(206, lambda: self.logs.read_pieces(build_id, start, end), {
                         **headers, "Content-Range": f"bytes {start}-{end - 1}/{length}"})
                 body = self.logs.read(build_id, start, end) or b""
                 return Response(206, body, {**headers, "Content-Range":
@@ -118,10 +122,25 @@ class LogRoutes:
         if state == FINISHED and accepts_gzip(request.header("accept-encoding")):
             packed = self.logs.packed_pieces(build_id)
             if packed is not None:
-                return Response(200, packed, {**headers, "Content-Encoding": "gzip"})
+                gzipped = {**headers, "Content-Encoding": "gzip"}
+                first = next(packed, b"")
+                if len(first) < PIECE:   # all of it: sent in one go, with its length
+                    packed.close()
+                    return Response(200, first, gzipped)
+                return self._big(200, lambda: itertools.chain([first], packed), gzipped)
         if length > PIECE:
-            return Response(200, self.logs.read_pieces(build_id, 0, length), headers)
+            return self._big(200, lambda: self.logs.read_pieces(build_id, 0, length), headers)
         return Response(200, self.logs.read(build_id) or b"", headers)
+
+    def _big(self, status: int, pieces: Callable[[], Iterable[bytes]],
+             headers: dict[str, str]) -> Response:
+        """A body sent piece by piece holds an HTTP thread while the client reads: at most
+        ``MAX_DOWNLOADS`` at once (beside the live logs' 16, cheroot's 32 threads keep
+        room for webhooks and the status), 503 beyond."""
+        if not self._downloads.acquire(blocking=False):
+            return Response.error(503, f"{MAX_DOWNLOADS} big logs are being sent already; "
+                                       f"try again, or ask for a Range")
+        return Response(status, _Held(pieces(), self._downloads.release), headers)
 
     def build(self, request: Request) -> Response:
         match = BUILD_JSON.match(request.path)
@@ -162,3 +181,23 @@ class LogRoutes:
         jobs = [{**j, "log_expired": expired[j["id"]]} if j.get("id") in expired else j
                 for j in summary["jobs"]]
         return {**summary, "jobs": jobs}
+
+
+class _Held:
+    """A response body that gives its slot back (``release``) once, when the listener
+    closes it: sent whole, or the client gone (``web/server.py`` closes every body)."""
+
+    def __init__(self, pieces: Iterable[bytes], release: Callable[[], None]):
+        self.pieces = pieces
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+    def close(self) -> None:
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
+        if self._release is not None:
+            self._release, release = None, self._release
+            release()
