@@ -364,3 +364,26 @@ def test_big_logs_sent_at_once_are_bounded_and_give_their_slot_back(served, monk
     while routes._downloads._value < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert routes._downloads._value == 2, "a body sent whole did not give its slot back"
+
+
+def test_a_follower_reads_a_big_log_in_ranges_that_need_no_download_slot(served,
+                                                                         monkeypatch):
+    """Review: ``ccci-gate logs -f`` asked for ``bytes=<offset>-``, the whole rest, so a
+    follower catching up on a big log held a download slot (and all of it in memory),
+    and with the slots taken its first read failed ("cannot reach"). It reads 1 MiB
+    ranges, which never need a slot."""
+    import io
+
+    from ccci_gate.commands.logs import follow
+    web, logs, store = served
+    routes = next(h.__self__ for m, p, h in web.router._routes if p == "/logs/")
+    monkeypatch.setattr(routes, "_downloads", threading.BoundedSemaphore(1))
+    assert routes._downloads.acquire(blocking=False)   # every slot taken
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    text = "".join(f"line {i}\n" for i in range(400_000))   # 4.6 MB
+    logs.append(build, text)
+    assert logs.finish(build)
+    out = io.BytesIO()
+    assert follow(web.url, build, out, poll=0.05, settle=0.2) == "SUCCESS"
+    assert out.getvalue() == text.encode()

@@ -139,7 +139,7 @@ class LogRoutes:
         room for webhooks and the status), 503 beyond."""
         if not self._downloads.acquire(blocking=False):
             return Response.error(503, f"{MAX_DOWNLOADS} big logs are being sent already; "
-                                       f"try again, or ask for a Range")
+                                       f"try again, or ask for at most 1 MiB at a time (Range)")
         return Response(status, _Held(pieces(), self._downloads.release), headers)
 
     def build(self, request: Request) -> Response:
