@@ -1,7 +1,8 @@
 """Review: ``ccci-gate replay`` promises exit 3 when the worker running the build is lost
 (``commands/replay.py``, doc/operating.md). On gear.Server a lost worker is a WORK_FAIL;
 on gearmand the job goes back to the queue, and with no other worker registering its
-function the replay waited forever. A real worker process is killed mid-build on both."""
+function the replay waited forever. A real worker process is killed mid-build on both.
+And a replay pointed at something that is not a gatekeeper says so in one line."""
 from __future__ import annotations
 
 import os
@@ -81,3 +82,35 @@ def test_a_replay_whose_worker_dies_ends_with_no_result(world):
             except ProcessLookupError:
                 pass
 
+
+
+def test_a_replay_pointed_at_something_else_says_so_in_one_line(tmp_path):
+    """Review: a ``--url`` that is not a gatekeeper (a typo, a proxy's HTML page) made
+    ``replay`` die with a JSONDecodeError traceback; it exits 2 and says what it got."""
+    import http.server
+    import threading
+    import uuid
+
+    (tmp_path / "builds").mkdir()
+    build = uuid.uuid4().hex
+    (tmp_path / "builds" / f"{build}.json").write_text("<html>login first</html>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for build_id in (uuid.uuid4().hex, build):   # an HTML 404, then HTML with a 200
+            out = subprocess.run([sys.executable, "-m", "ccci_gate.cli", "replay", build_id,
+                                  "--url", url, "--print"], capture_output=True, text=True,
+                                 timeout=60)
+            assert out.returncode == 2, out.stderr
+            assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+            assert "not a gatekeeper's answer" in out.stderr, out.stderr
+    finally:
+        server.shutdown()
