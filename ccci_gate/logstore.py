@@ -15,7 +15,8 @@ Vocabulary:
 
 The invariant readers rely on: when ``<id>.log`` exists it holds the whole log so far,
 otherwise ``<id>.log.gz`` holds all of it. A chunk that arrives after its log was
-finished (a requeued build) reopens it: the text is unpacked to ``<id>.log`` first.
+finished (a requeued build) reopens it: the text is unpacked to ``<id>.log`` first, on
+the store's thread (chunks that come meanwhile wait in memory, in order).
 
 Compression runs on a thread of its own (:meth:`finish_later`): the dispatcher calls it
 from gear's poll thread, which must never wait on a big file.
@@ -39,6 +40,7 @@ log = logging.getLogger("ccci_gate.logstore")
 
 RUNNING, FINISHED = "running", "finished"
 _STRIPES = 64        # locks shared by build ids: an append, a finish's swap, a removal
+PIECE = 1 << 20      # bytes a served log is read and sent at a time
 _MAX_RATIO = 1100    # deflate expands at most ~1032:1: below 2**32 / this, ISIZE is exact
 
 
@@ -59,9 +61,11 @@ class LogStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
-        self._queue: "queue.Queue[str | threading.Event | None]" = queue.Queue()
+        self._queue: "queue.Queue[str | tuple[str, str] | threading.Event | None]" = \
+            queue.Queue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
+        self._reopening: dict[str, list[str]] = {}   # build id -> chunks waiting for a reopen
 
     def plain(self, build_id: str) -> Path:
         return self.root / f"{build_id}.log"
@@ -75,9 +79,18 @@ class LogStore:
     # --- writing --------------------------------------------------------------------
 
     def append(self, build_id: str, text: str) -> None:
+        """Add ``text`` to the build's log (gear's poll thread calls this: it never
+        waits on a big file). A finished log is reopened on the store's own thread; the
+        chunks that arrive meanwhile wait in memory, in order, and are written after it."""
         with self._lock(build_id):
+            pending = self._reopening.get(build_id)
+            if pending is not None:
+                pending.append(text)
+                return
             if not self.plain(build_id).exists() and self.packed(build_id).exists():
-                self._unpack(build_id)
+                self._reopening[build_id] = [text]
+                self._later(("reopen", build_id))
+                return
             with open(self.plain(build_id), "a", encoding="utf-8") as fh:
                 fh.write(text)
 
@@ -111,12 +124,15 @@ class LogStore:
 
     def finish_later(self, build_id: str) -> None:
         """:meth:`finish` on the store's own thread (never blocks the caller)."""
+        self._later(build_id)
+
+    def _later(self, work: "str | tuple[str, str]") -> None:
         with self._thread_lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._compress, name="log-compress",
                                                 daemon=True)
                 self._thread.start()
-        self._queue.put(build_id)
+        self._queue.put(work)
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until what :meth:`finish_later` was given is done (tests, shutdown)."""
@@ -138,17 +154,32 @@ class LogStore:
             if isinstance(build_id, threading.Event):
                 build_id.set()
                 continue
+            if isinstance(build_id, tuple):
+                self._reopen(build_id[1])
+                continue
             try:
                 self.finish(build_id)
             except OSError as exc:
                 log.error("cannot compress the log of build %s: %s", build_id, exc)
 
-    def _unpack(self, build_id: str) -> None:
+    def _reopen(self, build_id: str) -> None:
+        """Unpack a finished log to ``<id>.log`` (a chunk came after its finish), then
+        write the chunks that waited for it. Until the swap, readers read the gzip."""
         tmp = self.root / f".{build_id}.log.part"
-        with gzip.open(self.packed(build_id), "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, self.plain(build_id))
-        self.packed(build_id).unlink()
+        try:
+            with gzip.open(self.packed(build_id), "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except FileNotFoundError:   # removed meanwhile: the log starts afresh
+            tmp.write_bytes(b"")
+        except (OSError, EOFError, zlib.error) as exc:
+            log.error("cannot reopen the log of build %s: %s; its new text starts a new "
+                      "log", build_id, exc)
+            tmp.write_bytes(b"")
+        with self._lock(build_id):
+            os.replace(tmp, self.plain(build_id))
+            self.packed(build_id).unlink(missing_ok=True)
+            with open(self.plain(build_id), "a", encoding="utf-8") as fh:
+                fh.write("".join(self._reopening.pop(build_id, [])))
         log.info("build %s logs again after its log was finished: reopened", build_id)
 
     def remove(self, build_id: str) -> int:
@@ -208,12 +239,30 @@ class LogStore:
                 pass
         return None
 
-    def read_packed(self, build_id: str) -> bytes | None:
-        """A finished log's gzip bytes as stored (None: not finished)."""
+    def read_pieces(self, build_id: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive) of the log's text, ``PIECE`` at a time: a
+        response body that never holds a big log whole (a finish or a removal meanwhile
+        is crossed like :meth:`read` crosses it; the pieces stop where the text does)."""
+        while start < end:
+            piece = self.read(build_id, start, min(end, start + PIECE))
+            if not piece:
+                return
+            start += len(piece)
+            yield piece
+
+    def packed_pieces(self, build_id: str) -> Iterator[bytes] | None:
+        """A finished log's gzip bytes as stored, ``PIECE`` at a time (None: not
+        finished). The file is opened now, so a removal meanwhile does not cut it."""
         try:
-            return self.packed(build_id).read_bytes()
+            fh = open(self.packed(build_id), "rb")
         except FileNotFoundError:
             return None
+
+        def pieces() -> Iterator[bytes]:
+            with fh:
+                while piece := fh.read(PIECE):
+                    yield piece
+        return pieces()
 
     def files(self) -> Iterator[LogFile]:
         """Every log on disk (temporary files left by a crash are not logs)."""

@@ -20,6 +20,7 @@ from typing import BinaryIO
 BLOCK = 1 << 20
 MAX_POINTS = 4000            # the extra field holds at most 64 KiB
 SUBFIELD = b"cx"
+INFLATE_MAX = 1 << 20        # text bytes inflated at a time by read_range
 _HEAD = struct.Struct("<QI")     # text length, points
 _POINT = struct.Struct("<QQ")    # text offset, file offset
 
@@ -85,10 +86,11 @@ def read_range(fh: BinaryIO, start: int, end: int | None) -> bytes | None:
     inflate = zlib.decompressobj(-zlib.MAX_WBITS)
     skip, want, out = start - text_at, end - start, bytearray()
     while len(out) < want and not inflate.eof:
-        data = fh.read(1 << 16)
+        data = inflate.unconsumed_tail or fh.read(1 << 16)
         if not data:
             break
-        piece = inflate.decompress(data)
+        # bounded: 64 KiB of a repetitive log inflate to 64 MiB
+        piece = inflate.decompress(data, min(INFLATE_MAX, want - len(out) + skip))
         if skip:
             cut = min(skip, len(piece))
             piece, skip = piece[cut:], skip - cut

@@ -189,3 +189,39 @@ def _the_token(gk) -> str:
 
 def _artifacts_url(gk) -> str:
     return f"{gk.web_url}/artifacts/{_the_artifacts_dir(gk).name}"
+
+
+def test_two_puts_of_one_name_at_once_publish_it_once(tmp_path):
+    """Review: ``PUT`` checked ``exists()`` then renamed a shared ``.<name>.part`` into
+    place, so two PUTs of one name at once both answered 201 and the second replaced
+    (or mixed into) the first: an artifact changed after it was published. Now exactly
+    one wins; the other gets 409 and the file is the winner's bytes."""
+    import threading
+    import uuid
+
+    from ccci_gate.web.routes import Request
+
+    signer = Signer("k" * 32)
+    artifacts = ArtifactStore(tmp_path / "artifacts", signer)
+    for _ in range(5):
+        buildset = uuid.uuid4().hex
+        token = artifacts.token(buildset)
+        bodies = [bytes([65 + i]) * (8 << 20) for i in range(2)]
+        barrier = threading.Barrier(2)
+        answers: dict[int, int] = {}
+
+        def publish_one(i: int) -> None:
+            request = Request("PUT", f"/artifacts/{buildset}/bundle.tar", {},
+                              {"authorization": f"Bearer {token}"}, bodies[i])
+            barrier.wait()
+            answers[i] = artifacts.put(request).status
+        threads = [threading.Thread(target=publish_one, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers.values()) == [201, 409], answers
+        winner = next(i for i, status in answers.items() if status == 201)
+        stored = (tmp_path / "artifacts" / buildset / "bundle.tar").read_bytes()
+        assert stored == bodies[winner]
+        assert not list((tmp_path / "artifacts" / buildset).glob(".*")), "no part file left"

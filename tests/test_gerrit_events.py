@@ -315,3 +315,23 @@ def test_queries_read_every_page():
     api.call = call  # type: ignore[method-assign]
     assert [c["_number"] for c in api.query("status:open", page=2)] == [0, 1, 2, 3, 4, 5]
     assert asked == [0, 2, 4]
+
+
+def test_username_cannot_be_met_by_a_display_name_or_an_email():
+    """Review: the event's user fell back to the account's email, then to its display
+    name (which every account sets freely), when it had no username: an account without
+    one, named "tazjin", passed ``username: ['^(tazjin|alice)$']``, and one named like
+    the connection's own user had its comments taken for the gatekeeper's. Like Zuul,
+    ``username`` matches the username only, and the catch-up path already did."""
+    allow = {"event": "comment-added", "username": ["^(tazjin|alice)$"]}
+    named = core_event(event("comment-added.json",
+                             author={"name": "tazjin", "email": "tazjin"}), "r")
+    assert named.user == ""
+    assert not _accepts(allow, named)
+    assert _accepts(allow, core_event(ge.parse(line("comment-added.json")), "r"))
+    # a vote's voter too: a requirement's username is not met by a display name
+    voted = event("comment-added.json", author={"name": "tazjin"},
+                  approvals=[{"type": "Code-Review", "value": "2",
+                              "by": {"name": "tazjin", "email": "tazjin@evil.example"}}])
+    assert [vote.by for vote in voted.votes] == [""]
+    assert not meets(voted.votes, [requirement({"Code-Review": 2, "username": "taz.*"})])

@@ -47,6 +47,7 @@ def test_finish_compresses_atomically_and_a_reader_of_the_plain_file_reads_on(tm
     assert logs.finish(build) is False   # nothing left to finish
     # a chunk after the finish (a requeued build) reopens the log whole
     logs.append(build, "more\n")
+    logs.drain()   # the reopen runs on the store's thread
     assert logs.state(build) == "running" and logs.read(build) == TEXT + b"more\n"
     assert not logs.packed(build).exists()
 
@@ -164,6 +165,7 @@ def test_no_chunk_is_lost_when_appends_race_finishes(tmp_path):
     while writer.is_alive():
         finishes += logs.finish(build)
     writer.join()
+    logs.drain()   # reopens still queued
     logs.finish(build)
     assert finishes > 0, "the race was run"
     assert logs.read(build) == "".join(lines).encode()
@@ -217,3 +219,171 @@ def test_seekable_gzip_is_plain_gzip_to_any_reader_and_ranges_start_near_their_o
     build = uuid.uuid4().hex
     logs.packed(build).write_bytes(gzip.compress(data))
     assert logs.size(build) == len(data) and logs.read(build, 100, 200) == data[100:200]
+
+
+def test_a_big_log_is_streamed_not_read_whole_into_memory(tmp_path):
+    """Review: ``GET /logs/<id>`` read a whole log into one bytes object per request (a
+    client without gzip, or ``Range: bytes=0-``): 16 readers of a 1 GB log took 16 GB.
+    Served from a running and from a finished log, the handler and its body stay within a
+    few MiB while the client gets every byte."""
+    import tracemalloc
+
+    from ccci_gate.web.logs import LogRoutes
+    from ccci_gate.web.routes import Request
+    from ccci_gate.store import Store
+
+    logs = LogStore(tmp_path / "logs")
+    store = Store(tmp_path / "db.sqlite")
+    routes = LogRoutes(logs, store)
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    line = b"x" * 99 + b"\n"
+    block = line * (1 << 14)   # 1.6 MB
+    with open(logs.plain(build), "wb") as fh:
+        for _ in range(20):    # 32 MB
+            fh.write(block)
+    text_size = logs.size(build)
+    for state in ("running", "finished"):
+        if state == "finished":
+            assert logs.finish(build)
+        for headers in ({}, {"range": "bytes=0-"}, {"accept-encoding": "gzip"}):
+            size = text_size
+            request = Request("GET", f"/logs/{build}", {}, headers, b"")
+            tracemalloc.start()
+            try:
+                response = routes.log(request)
+                got = 0
+                for chunk in ([response.body] if isinstance(response.body, bytes)
+                              else response.body):
+                    got += len(chunk)
+                getattr(response.body, "close", lambda: None)()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            if "accept-encoding" in headers and state == "finished":
+                size = logs.packed(build).stat().st_size   # the gzip as stored
+            assert got == size, (state, headers)
+            assert peak < 8 << 20, f"{state} {headers}: peak {peak >> 20} MiB for a " \
+                                   f"{size >> 20} MiB log"
+    store.close()
+
+
+def test_a_chunk_after_the_finish_reopens_the_log_off_the_appending_thread(tmp_path):
+    """Review: a chunk after its log was finished (gearmand handing a lost build on)
+    unpacked the whole gzip inside ``append``, on gear's poll thread. Now the unpack runs
+    on the store's thread; chunks that come meanwhile keep their order; readers see the
+    finished text until the swap."""
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    logs.append(build, TEXT.decode())
+    assert logs.finish(build)
+    unpacked_on = []
+    gate = threading.Event()
+    original = logs._reopen
+
+    def slow_reopen(build_id):
+        unpacked_on.append(threading.get_ident())
+        gate.wait(10)   # a big gzip: the appending thread must not wait for this
+        original(build_id)
+    logs._reopen = slow_reopen
+    started = time.monotonic()
+    for word in ("one\n", "two\n", "three\n"):
+        logs.append(build, word)
+    assert time.monotonic() - started < 1.0, "append waited for the unpack"
+    assert logs.read(build) == TEXT   # the finished text until the swap
+    gate.set()
+    logs.drain()
+    assert unpacked_on and unpacked_on[0] != threading.get_ident()
+    assert logs.state(build) == "running"
+    assert logs.read(build) == TEXT + b"one\ntwo\nthree\n"
+    assert not list(tmp_path.glob(".*"))
+    logs.close()
+
+
+def test_a_range_too_big_for_int_is_a_416_not_a_500(served):
+    """Review: ``Range: bytes=<5000 digits>-`` made ``int()`` raise (Python's 4300-digit
+    limit): a 500 and a traceback in the log for a stranger's header."""
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, "text\n")
+    url = f"{web.url}/logs/{build}"
+    for header in (f"bytes={'9' * 5000}-", f"bytes=0-{'9' * 5000}", f"bytes=-{'9' * 5000}"):
+        answer = requests.get(url, headers={"Range": header}, timeout=10)
+        assert answer.status_code in (200, 206, 416), (header[:20], answer.status_code)
+    assert requests.get(url, headers={"Range": f"bytes={'9' * 5000}-"},
+                        timeout=10).status_code == 416
+
+
+def test_a_malformed_gzip_quality_is_not_a_500(served):
+    """Review: ``Accept-Encoding: gzip;q=1.2.3`` made ``float()`` raise in
+    ``accepts_gzip``: a 500 for any finished log. A quality that is no number refuses
+    gzip (the plain text goes out)."""
+    web, logs, store = served
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    logs.append(build, "text\n")
+    assert logs.finish(build)
+    for header in ("gzip;q=1.2.3", "gzip;q=.", "gzip;q=..5"):
+        answer = requests.get(f"{web.url}/logs/{build}", headers={"Accept-Encoding": header},
+                              timeout=10)
+        assert answer.status_code == 200, (header, answer.status_code)
+        assert answer.content == b"text\n"
+
+
+def test_big_logs_sent_at_once_are_bounded_and_give_their_slot_back(served, monkeypatch):
+    """Review: a log sent piece by piece holds an HTTP thread while its client reads; 16
+    slow readers beside the 16 live logs took all 32 of cheroot's threads (webhooks and
+    the status page waited). At most ``MAX_DOWNLOADS`` are sent at once, 503 beyond (a
+    small log, or a range, still goes out); a client that goes away frees its slot."""
+    from ccci_gate.web import logs as logs_module
+    web, logs, store = served
+    routes = next(h.__self__ for m, p, h in web.router._routes if p == "/logs/")
+    monkeypatch.setattr(routes, "_downloads", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(logs_module, "MAX_DOWNLOADS", 2)
+    big, small = uuid.uuid4().hex, uuid.uuid4().hex
+    store.save_items([item_summary([{"id": big}, {"id": small}])], finished=True)
+    logs.append(big, "y" * (8 << 20))
+    logs.append(small, "small\n")
+    url = f"{web.url}/logs/{big}"
+    plain = {"Accept-Encoding": "identity"}
+    readers = [requests.get(url, headers=plain, stream=True, timeout=10) for _ in range(2)]
+    assert [r.status_code for r in readers] == [200, 200]
+    refused = requests.get(url, headers=plain, timeout=10)
+    assert refused.status_code == 503 and "big logs" in refused.json()["error"]
+    assert requests.get(f"{web.url}/logs/{small}", timeout=10).content == b"small\n"
+    assert requests.get(url, headers={"Range": "bytes=-10"}, timeout=10).status_code == 206
+    for r in readers:
+        r.close()   # gone without reading: the next write fails, the slot comes back
+    deadline = time.monotonic() + 30
+    while routes._downloads._value < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    whole = requests.get(url, headers=plain, timeout=30)
+    assert whole.status_code == 200 and len(whole.content) == 8 << 20
+    deadline = time.monotonic() + 10
+    while routes._downloads._value < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert routes._downloads._value == 2, "a body sent whole did not give its slot back"
+
+
+def test_a_follower_reads_a_big_log_in_ranges_that_need_no_download_slot(served,
+                                                                         monkeypatch):
+    """Review: ``ccci-gate logs -f`` asked for ``bytes=<offset>-``, the whole rest, so a
+    follower catching up on a big log held a download slot (and all of it in memory),
+    and with the slots taken its first read failed ("cannot reach"). It reads 1 MiB
+    ranges, which never need a slot."""
+    import io
+
+    from ccci_gate.commands.logs import follow
+    web, logs, store = served
+    routes = next(h.__self__ for m, p, h in web.router._routes if p == "/logs/")
+    monkeypatch.setattr(routes, "_downloads", threading.BoundedSemaphore(1))
+    assert routes._downloads.acquire(blocking=False)   # every slot taken
+    build = uuid.uuid4().hex
+    store.save_items([item_summary([{"id": build}])], finished=True)
+    text = "".join(f"line {i}\n" for i in range(400_000))   # 4.6 MB
+    logs.append(build, text)
+    assert logs.finish(build)
+    out = io.BytesIO()
+    assert follow(web.url, build, out, poll=0.05, settle=0.2) == "SUCCESS"
+    assert out.getvalue() == text.encode()

@@ -334,3 +334,22 @@ def test_the_browser_tests_skip_without_chromium_and_fail_under_ci(ci, tmp_path)
         assert done.returncode == 1 and "is required under CI" in done.stdout, done.stdout
     else:
         assert done.returncode == 0 and "1 skipped" in done.stdout, done.stdout
+
+
+def test_a_last_event_id_too_big_for_int_is_ignored_and_leaks_no_slot(world):
+    """Review: ``Last-Event-ID`` of 5000 digits passed ``isdigit()`` and then ``int()``
+    raised (Python's 4300-digit limit) after the stream's slot was taken: a 500, and the
+    slot was never given back — 16 such requests closed the console for everyone."""
+    build_id = running_build(world)
+    world.step(ev.BuildCompleted(build_id, "SUCCESS"))
+    (world.logs / f"{build_id}.log").write_text("first\n")
+    free = world.pages._streams._value
+    for huge in ("9" * 5000,):
+        answer = requests.get(f"{world.url}/stream/{build_id}",
+                              headers={"Last-Event-ID": huge}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert "data: first" in answer.text   # from the start
+    deadline = time.monotonic() + 5
+    while world.pages._streams._value < free and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.pages._streams._value == free, "a slot was not given back"

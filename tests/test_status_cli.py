@@ -128,3 +128,17 @@ def test_status_of_a_live_gatekeeper(tmp_path):
         assert "check [independent]\n  no items\nrecently finished\n  org/recipe#1" in final
     finally:
         gk.stop()
+
+
+def test_control_characters_from_the_status_never_reach_the_terminal():
+    """Review: ``ccci-gate status`` printed what the status says verbatim, and some of it
+    comes from outside (a merge message naming a file of the change, a build's message,
+    a worker's name, a ref): an ESC or BEL there re-titled or re-drew the operator's
+    terminal. Every control character is shown as ``?``."""
+    data = json.loads(FIXTURE.read_text())
+    item = data["pipelines"][0]["queues"][0]["items"][0]
+    item["failing_reason"] = "merge failed in \x1b]0;pwned\x07\x1b[2J evil\x9b31m"
+    item["jobs"][0]["worker"] = "w\x1b[31mred"
+    text = format_status(data)
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), repr(text)
+    assert "merge failed in ?]0;pwned??[2J evil?31m" in text

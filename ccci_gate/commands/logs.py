@@ -1,7 +1,7 @@
 """``ccci-gate logs <build-id> [-f]``: print a build's log; with ``-f``, follow it.
 
-Following polls ``GET /logs/<id>`` with ``Range: bytes=<offset>-`` (``web/logs.py``):
-a 206 is printed as it came and moves the offset, a 416 means nothing new yet. It stops
+Following polls ``GET /logs/<id>`` with ``Range: bytes=<offset>-<offset + STEP - 1>``
+(``web/logs.py``; 1 MiB at a time, never a download slot): a 206 is printed as it came and moves the offset, a 416 means nothing new yet. It stops
 once the log is finished (``X-Log-State: finished``) and read to its end — or, should
 the log never be finished (its compression missed), once the build has a result
 (``GET /builds/<id>.json``) and nothing new came for ``SETTLE`` seconds; a finished log
@@ -28,6 +28,7 @@ import requests
 POLL = 0.5        # seconds between reads of a running log
 SETTLE = 3.0      # seconds of silence after the build's result before giving up on the end
 RECONNECT = 300.0  # seconds a follower waits for a gatekeeper that stopped answering
+STEP = 1 << 20     # bytes asked for at a time (web/logs.py sends up to this in one go)
 EXIT = {"SUCCESS": 0, "FAILURE": 1}
 OTHER_RESULT, NO_LOG = 3, 2
 NO_RESULT = "NO RESULT (a lost attempt: its retry is another build)"
@@ -73,9 +74,9 @@ def follow(url: str, build_id: str, out: BinaryIO, poll: float = POLL,
     offset, quiet_since, reached = 0, time.monotonic(), False
     with requests.Session() as http:
         while True:
-            resp = _get(http, f"{url}/logs/{build_id}",
-                        {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"},
-                        patient=reached)
+            resp = _get(http, f"{url}/logs/{build_id}",   # a bounded range: no download slot
+                        {"Range": f"bytes={offset}-{offset + STEP - 1}",
+                         "Accept-Encoding": "identity"}, patient=reached)
             _check(resp)
             reached = True
             finished = resp.headers.get("X-Log-State") == "finished"

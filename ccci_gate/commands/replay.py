@@ -83,10 +83,15 @@ def fetch(url: str, build_id: str) -> dict[str, Any]:
         resp = requests.get(f"{url}/builds/{build_id}.json", timeout=30)
     except requests.RequestException as exc:
         raise ReplayError(f"cannot reach {url}: {exc}") from None
+    try:
+        record = resp.json()
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):   # a typo'd --url, a proxy's page
+        raise ReplayError(f"{url}/builds/{build_id}.json: {resp.status_code}, not a "
+                          f"gatekeeper's answer ({resp.headers.get('Content-Type', '?')})")
     if resp.status_code != 200:
-        raise ReplayError(f"build {build_id}: {resp.status_code} "
-                          f"{resp.json().get('error', '') if resp.content else ''}")
-    record = resp.json()
+        raise ReplayError(f"build {build_id}: {resp.status_code} {record.get('error', '')}")
     if "parameters" not in record:
         raise ReplayError(f"the gatekeeper has no parameters recorded for build {build_id} "
                           f"(dispatched before it kept them, or its history expired)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from typing import Any, Mapping, Sequence
@@ -26,6 +27,7 @@ import requests
 from ..core.status import place_of
 
 BAR = 10   # characters of a progress bar
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")   # C0, DEL, C1: never printed as they are
 
 
 def register(sub: Any) -> None:
@@ -91,7 +93,7 @@ def format_status(data: Mapping[str, Any], width: int = 0) -> str:
                  _ago(now, r.get("finished_at")), r.get("status_url", "")] for r in recent]
         lines += ["  " + line for line in _align(rows)]
     lines += _pool(data.get("pool") or {})
-    return "\n".join(_fit(line, width) for line in lines) or "no pipelines"
+    return "\n".join(_fit(_printable(line), width) for line in lines) or "no pipelines"
 
 
 def _alert_line(alert: Mapping[str, Any], now: float | None) -> str:
@@ -176,6 +178,13 @@ def _align(rows: Sequence[Sequence[str]]) -> list[str]:
         cells = [c.ljust(widths[i]) for i, c in enumerate(row)]
         out.append("  ".join(cells).rstrip())
     return out
+
+
+def _printable(line: str) -> str:
+    """``line`` with each control character shown as ``?`` (one for one: the columns
+    stay aligned): parts of the status come from outside, and must not drive the
+    terminal (an ESC sequence, a BEL)."""
+    return CONTROL.sub("?", line)
 
 
 def _fit(line: str, width: int) -> str:

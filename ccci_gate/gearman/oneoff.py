@@ -6,7 +6,9 @@ chunks go to ``on_log`` as they arrive, and its result is returned. The gatekeep
 hears of it: no item, no report, no retry. A function no worker registers is refused at
 once (gear.Server would queue it forever). Interrupted (Ctrl-C) or past its timeout, it
 asks the worker that took the build to stop it (``stop:<worker>``), as the gatekeeper
-does, so nothing keeps running unattended.
+does, so nothing keeps running unattended. When no worker has registered its function
+for ``LOST_GRACE`` seconds (its worker died and gearmand queued it again), the build is
+lost: the result is None (gearmand drops a queued job whose client left).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from .client import admin, parse_status
 log = logging.getLogger("ccci_gate.replay")
 
 CONNECT_TIMEOUT = 10.0
+WATCH = 2.0          # seconds between asks whether a worker still has the function
+LOST_GRACE = 10.0    # seconds with none before the build counts as lost (a worker restarts)
 
 
 class OneOffError(Exception):
@@ -102,10 +106,15 @@ def run_once(servers: list[tuple[str, int]], function: str, parameters: Mapping[
             hint = " (a pool on TLS lets only the gatekeeper's certificate submit)" if tls else ""
             raise OneOffError(f"submitting {function}: {exc}{hint}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = _Watch(client, function)
         try:
             while not client.done.wait(0.2):
                 if deadline is not None and time.monotonic() > deadline:
                     raise OneOffError(f"no result within {timeout:.0f} s")
+                if watch.lost():
+                    log.warning("no worker has registered %s for %.0f s: the build is lost",
+                                function, LOST_GRACE)
+                    return None   # leaving drops it from gearmand's queue (the test shows)
         except (KeyboardInterrupt, OneOffError):
             _stop(client, unique)   # never leave it running unattended
             raise
@@ -114,6 +123,29 @@ def run_once(servers: list[tuple[str, int]], function: str, parameters: Mapping[
         return _result_of(job)
     finally:
         client.shutdown()
+
+
+class _Watch:
+    """Whether the build is lost: no worker has registered its function for
+    ``LOST_GRACE`` seconds (asked every ``WATCH`` seconds). gear.Server fails a build whose
+    worker died (WORK_FAIL); gearmand puts it back in the queue, where it waits for a
+    worker that may never come."""
+
+    def __init__(self, client: gear.Client, function: str):
+        self.client, self.function = client, function
+        self.next = time.monotonic() + WATCH
+        self.missing_since: float | None = None
+
+    def lost(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + WATCH
+        if _registered(self.client, self.function) is not False:
+            self.missing_since = None   # a worker has it (or no server answered: wait)
+            return False
+        self.missing_since = self.missing_since or now
+        return now - self.missing_since >= LOST_GRACE
 
 
 def _stop(client: _Client, unique: str) -> None:

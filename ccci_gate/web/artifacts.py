@@ -14,7 +14,9 @@ buildset's (another buildset's, a result token, garbage) 403. No answer echoes a
 """
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Mapping
 
@@ -67,9 +69,14 @@ class ArtifactStore:
         if path.exists():
             return Response.error(409, f"{path.name} was already published for this buildset")
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(request.body)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")   # one per PUT
+        try:
+            tmp.write_bytes(request.body)
+            os.link(tmp, path)   # never replaces: of two PUTs at once, one publishes
+        except FileExistsError:
+            return Response.error(409, f"{path.name} was already published for this buildset")
+        finally:
+            tmp.unlink(missing_ok=True)
         return Response.json({"stored": path.name, "bytes": len(request.body)}, 201)
 
     def get(self, request: Request) -> Response:

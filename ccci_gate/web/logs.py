@@ -18,26 +18,33 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
-from typing import Any, Callable, Mapping
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..credentials import is_secret
-from ..logstore import FINISHED, RUNNING, LogStore
+from ..logstore import FINISHED, PIECE, RUNNING, LogStore
 from ..store import Store
 from .routes import Request, Response, Router
 
 BUILD_ID = re.compile(r"^[0-9a-f]{32}$")
 BUILD_JSON = re.compile(r"^/builds/([0-9a-f]{32})\.json$")
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MAX_DOWNLOADS = 8   # logs sent piece by piece at once (each holds an HTTP thread)
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` value accepts gzip (a ``q=0`` refuses it)."""
+    """Whether an ``Accept-Encoding`` value accepts gzip (a ``q=0``, or a quality that is
+    no number, refuses it)."""
     for part in header.lower().split(","):
         name, _, params = part.strip().partition(";")
         if name.strip() in ("gzip", "x-gzip", "*"):
             q = re.search(r"q=([0-9.]+)", params)
-            return not (q and float(q.group(1) or 0) == 0)
+            try:
+                return not (q and float(q.group(1)) == 0)
+            except ValueError:   # "q=1.2.3": no quality at all, so no gzip
+                return False
     return False
 
 
@@ -47,15 +54,20 @@ def parse_range(header: str, length: int) -> tuple[int, int] | None | str:
     match = RANGE.match(header.strip().replace(" ", ""))
     if not match or match.groups() == ("", ""):
         return None
-    first, last = match.groups()
-    if first == "":                       # the last n bytes
-        n = int(last)
+    first, last = (_number(g) for g in match.groups())
+    if first is None:                     # the last n bytes
+        n = last or 0
         return (max(0, length - n), length) if n and length else "unsatisfiable"
-    start = int(first)
-    end = length if last == "" else min(int(last) + 1, length)
-    if last != "" and int(last) < start:
+    start = first
+    end = length if last is None else min(last + 1, length)
+    if last is not None and last < start:
         return None                       # invalid: ignored, per RFC 9110
     return (start, end) if start < length else "unsatisfiable"
+
+
+def _number(digits: str) -> int | None:
+    """A range bound; past 18 digits (int() refuses past 4300) it is past any log."""
+    return None if digits == "" else int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def when(ts: float) -> str:
@@ -72,6 +84,7 @@ class LogRoutes:
         self.store = store
         self.jobs = jobs        # the running layout's job configs, by name
         self.web_url = web_url.rstrip("/")
+        self._downloads = threading.BoundedSemaphore(MAX_DOWNLOADS)
 
     def register(self, router: Router) -> None:
         router.add("GET", "/logs/", self.log)
@@ -93,21 +106,41 @@ class LogRoutes:
             state = RUNNING   # no output yet
         headers = {"Content-Type": "text/plain; charset=utf-8", "Accept-Ranges": "bytes",
                    "X-Log-State": state, "Vary": "Accept-Encoding"}
+        length = self.logs.size(build_id) or 0
         if request.header("range"):
-            length = self.logs.size(build_id) or 0
             wanted = parse_range(request.header("range"), length)
             if wanted == "unsatisfiable":
                 return Response(416, b"", {**headers, "Content-Range": f"bytes */{length}"})
             if isinstance(wanted, tuple):
                 start, end = wanted
+                if end - start > PIECE:   # a big range is sent piece by piece, never whole
+                    return self._big(206, lambda: self.logs.read_pieces(build_id, start, end), {
+                        **headers, "Content-Range": f"bytes {start}-{end - 1}/{length}"})
                 body = self.logs.read(build_id, start, end) or b""
                 return Response(206, body, {**headers, "Content-Range":
                                             f"bytes {start}-{start + len(body) - 1}/{length}"})
         if state == FINISHED and accepts_gzip(request.header("accept-encoding")):
-            packed = self.logs.read_packed(build_id)
+            packed = self.logs.packed_pieces(build_id)
             if packed is not None:
-                return Response(200, packed, {**headers, "Content-Encoding": "gzip"})
+                gzipped = {**headers, "Content-Encoding": "gzip"}
+                first = next(packed, b"")
+                if len(first) < PIECE:   # all of it: sent in one go, with its length
+                    packed.close()
+                    return Response(200, first, gzipped)
+                return self._big(200, lambda: itertools.chain([first], packed), gzipped)
+        if length > PIECE:
+            return self._big(200, lambda: self.logs.read_pieces(build_id, 0, length), headers)
         return Response(200, self.logs.read(build_id) or b"", headers)
+
+    def _big(self, status: int, pieces: Callable[[], Iterable[bytes]],
+             headers: dict[str, str]) -> Response:
+        """A body sent piece by piece holds an HTTP thread while the client reads: at most
+        ``MAX_DOWNLOADS`` at once (beside the live logs' 16, cheroot's 32 threads keep
+        room for webhooks and the status), 503 beyond."""
+        if not self._downloads.acquire(blocking=False):
+            return Response.error(503, f"{MAX_DOWNLOADS} big logs are being sent already; "
+                                       f"try again, or ask for at most 1 MiB at a time (Range)")
+        return Response(status, _Held(pieces(), self._downloads.release), headers)
 
     def build(self, request: Request) -> Response:
         match = BUILD_JSON.match(request.path)
@@ -148,3 +181,23 @@ class LogRoutes:
         jobs = [{**j, "log_expired": expired[j["id"]]} if j.get("id") in expired else j
                 for j in summary["jobs"]]
         return {**summary, "jobs": jobs}
+
+
+class _Held:
+    """A response body that gives its slot back (``release``) once, when the listener
+    closes it: sent whole, or the client gone (``web/server.py`` closes every body)."""
+
+    def __init__(self, pieces: Iterable[bytes], release: Callable[[], None]):
+        self.pieces = pieces
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+    def close(self) -> None:
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
+        if self._release is not None:
+            self._release, release = None, self._release
+            release()

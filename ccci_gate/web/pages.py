@@ -107,11 +107,12 @@ class Pages:
         build_id = request.path[len("/stream/"):]
         if not BUILD_ID.match(build_id) or not self._known(build_id):
             return Response.error(404, "no such build")
+        offset = request.header("last-event-id")   # parsed before a slot is taken
+        start = int(offset) if offset.isascii() and offset.isdigit() and len(offset) <= 18 else 0
         if not self._streams.acquire(blocking=False):
             return Response.error(503, f"{MAX_STREAMS} live logs are open already; try again")
-        offset = request.header("last-event-id")
-        body = LogStream(self.logs, build_id, self.result_of, self.stopping,
-                         int(offset) if offset.isdigit() else 0, done=self._streams.release)
+        body = LogStream(self.logs, build_id, self.result_of, self.stopping, start,
+                         done=self._streams.release)
         return Response(200, body, {"Content-Type": "text/event-stream; charset=utf-8",
                                     "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -72,8 +72,7 @@ def approvals_of(labels: Mapping[str, Any]) -> tuple[Vote, ...]:
     for label, info in (labels or {}).items():
         for vote in (info or {}).get("all") or ():
             if vote.get("value"):
-                votes.append(Vote(label, int(vote["value"]), str(vote.get("username") or
-                                                                 vote.get("email") or "")))
+                votes.append(Vote(label, int(vote["value"]), str(vote.get("username") or "")))
     return tuple(votes)
 
 

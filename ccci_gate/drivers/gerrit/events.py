@@ -73,7 +73,7 @@ class GerritEvent:
     url: str = ""
     subject: str = ""
     owner: str = ""
-    user: str = ""               # who did it (uploader, commenter, submitter...)
+    user: str = ""               # who did it (uploader, commenter...): the username, or ""
     comment: str = ""
     votes: tuple[Vote, ...] = ()
     wip: bool = False
@@ -127,6 +127,10 @@ def _who(account: Any) -> str:
     return str(account.get("username") or account.get("email") or account.get("name") or "")
 
 
+def _username(account: Any) -> str:
+    return str(account.get("username") or "") if isinstance(account, Mapping) else ""
+
+
 def _votes(data: Any, by: str) -> tuple[Vote, ...]:
     out = []
     for approval in data if isinstance(data, list) else ():
@@ -134,7 +138,7 @@ def _votes(data: Any, by: str) -> tuple[Vote, ...]:
             continue
         label, value = approval.get("type") or approval.get("description"), _int(approval.get("value"))
         if isinstance(label, str) and value is not None:
-            out.append(Vote(label, value, _who(approval.get("by")) or by,
+            out.append(Vote(label, value, _username(approval.get("by")) or by,
                             _int(approval.get("oldValue"))))
     return tuple(out)
 
@@ -153,7 +157,9 @@ def parse(line: str | bytes) -> GerritEvent:
 def from_json(data: Mapping) -> GerritEvent:
     kind = data["type"]
     change, patchset, ref_update = _obj(data, "change"), _obj(data, "patchSet"), _obj(data, "refUpdate")
-    user = _who(data.get(ACTORS.get(kind, ""))) or _who(data.get("changer"))
+    # the actor's username only, as the catch-up reads it: a display name (or an email)
+    # is no identity, and the ``username`` filter and the own-comment check trust it
+    user = _username(data.get(ACTORS.get(kind, ""))) or _username(data.get("changer"))
     project = (_name(change.get("project")) or _name(ref_update.get("project"))
                or _name(data.get("project")))
     if not project and kind in KINDS:

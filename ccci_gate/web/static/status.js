@@ -18,10 +18,15 @@
     return node;
   }
 
+  // http(s) given whole, or a link that resolves to this site: resolved as the browser
+  // does (it reads "/\\host" and "/<tab>/host" as "//host", another site)
   function safeUrl(url) {
     if (typeof url !== "string" || !url) return "";
-    if (url.startsWith("/") && !url.startsWith("//")) return url;
-    return /^https?:\/\//i.test(url) ? url : "";
+    let parsed;
+    try { parsed = new URL(url, location.href); } catch (e) { return ""; }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return "";
+    if (/^https?:\/\//i.test(url) || parsed.origin === location.origin) return parsed.href;
+    return "";
   }
 
   function link(url, text, cls) {
