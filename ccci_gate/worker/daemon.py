@@ -294,6 +294,7 @@ class WorkerDaemon:
         request.started(self.name)
         workspace = self.workdir / request.build_id
         message = ""
+        report: dict = {}   # what the kind hands back beside its result (autohold)
         try:
             if params.get(JOB_URL):
                 try:
@@ -321,7 +322,7 @@ class WorkerDaemon:
                     request.fail()
                     return
                 ctx = BuildContext(job, params, workspace, stream.write, request.progress,
-                                   stop, deadline, jobs_dir)
+                                   stop, deadline, jobs_dir, report=report)
                 try:
                     result = get_kind(job.kind).run(ctx)
                 except Exception:
@@ -330,7 +331,10 @@ class WorkerDaemon:
                 if stop.is_set() and result not in ("TIMED_OUT",):
                     result = "ABORTED"
                 message = ctx.message
-            hand_over(params, request.build_id, result, message)   # also by HTTP (handoff.py)
+            if "autohold" in report:
+                report["autohold"]["worker"] = self.name
+            # also by HTTP (handoff.py)
+            hand_over(params, request.build_id, result, message, report)
             if result == "ERROR":
                 stream.write("result: ERROR (an infrastructure error: the gatekeeper retries "
                              "the build)\n")
@@ -339,7 +343,8 @@ class WorkerDaemon:
             else:
                 stream.write(f"result: {result}\n")
                 stream.close()
-                request.complete(result, {"message": message} if message else None)
+                extra = {**report, **({"message": message} if message else {})}
+                request.complete(result, extra or None)
         finally:
             stream.close()
             self._stops.pop(request.build_id, None)

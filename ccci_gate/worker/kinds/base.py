@@ -32,6 +32,8 @@ class BuildContext:
     - ``message``: a kind may set one line that its result alone does not say (the
       sweep's ``up to date: ...``); it becomes the build's ``message`` in the item's
       summary (status, history, reports).
+    - ``report``: what the kind hands back with its result besides the result string
+      (``autohold``: the app it kept deployed, ``swarm.holds``).
     """
 
     job: JobConfig
@@ -43,6 +45,7 @@ class BuildContext:
     deadline: float | None = None
     jobs_dir: Path | None = None
     message: str = ""
+    report: dict = field(default_factory=dict)
 
     @property
     def stopped(self) -> bool:
