@@ -28,6 +28,8 @@ from .core.model import Result
 from .credentials import Signer, bearer
 from .web.routes import Request, Response, Router
 
+log = logging.getLogger("ccci_gate.handoff")
+
 MESSAGE_MAX = 1000       # characters of a build's message kept
 HANDOFF_GRACE = 3.0      # seconds: workers retry every second (worker/handoff.py)
 PATH = re.compile(r"^/builds/([0-9a-f]{32})/result$")

@@ -163,6 +163,39 @@ def test_a_matching_build_is_told_to_hold_and_others_are_not(tmp_path):
         autohold.add({"project": "coop-cloud/hello", "job": "nope"})
 
 
+def test_the_gatekeeper_expires_held_apps_and_runs_its_janitor_on_release(tmp_path):
+    layout = load_layout([ROOT / "jobs", ROOT / "layouts"])
+    asked: list = []
+
+    def janitor(ask):
+        asked.append(ask({"build": "a" * 32}))
+        return []
+
+    autohold = Autohold(HoldStore(tmp_path / "a.sqlite"), "http://gk", lambda: layout,
+                        janitor=janitor, every=0.2)
+    request = autohold.add({"project": "coop-cloud/hello", "job": "systest", "count": 2})
+    autohold.take("a" * 32, {"result": "FAILURE", "autohold": report(request.id,
+                                                                    until=time.time() + 0.5)})
+    autohold.take("b" * 32, {"result": "FAILURE", "autohold": {"request": "x"}})   # malformed
+    assert [h["build_id"] for h in autohold.store.held_apps()] == ["a" * 32]
+    autohold.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "expired" not in asked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "expired" in asked and autohold.store.held("a" * 32)["why"] == "expired"
+        autohold.periodic.every = 3600     # from now on only a release runs the janitor
+        time.sleep(0.3)
+        before = len(asked)
+        assert autohold.release(request.id) == []
+        deadline = time.monotonic() + 10
+        while len(asked) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(asked) == before + 1
+    finally:
+        autohold.stop()
+
+
 # --- the janitor's predicate ---------------------------------------------------------------------
 
 def test_a_held_lease_stands_until_it_expires_or_is_released(tmp_path):
