@@ -10,9 +10,10 @@ on a real Docker Swarm.
 
 Each deploying run holds one of the host's ``max_tests`` slots and a lease for the
 janitor (``swarm.host``). A failing run of a job an operator holds (autohold:
-``CCCI_AUTOHOLD``) keeps its app deployed instead of tearing it down (``swarm.holds``). Job parameters: ``RECIPE`` (default: the project's last path
-part), ``CCCI_TEST_DOMAIN`` (base domain of run apps, default ``ci.local``),
-``CCCI_SETTLE_FLOOR`` (seconds, default 30; a recipe's ``ccci.settle`` label replaces it).
+``CCCI_AUTOHOLD``) keeps its app deployed instead of tearing it down (``swarm.holds``).
+Job parameters: ``RECIPE`` (default: the project's last path part), ``CCCI_TEST_DOMAIN``
+(base domain of run apps, default ``ci.local``), ``CCCI_SETTLE_FLOOR`` (seconds, default
+30; a recipe's ``ccci.settle`` label replaces it).
 
 Verdicts: a failure of the change is ``FAILURE``; a fault of the host — out of memory
 or resources, the Docker daemon, the artifact store, git — is ``ERROR``, named as such
@@ -28,8 +29,8 @@ import docker.errors
 import requests
 
 from ...git import GitError
-from ...swarm.deploy import SETTLE_FLOOR, App, DeployError, InfraError
 from ...swarm import holds
+from ...swarm.deploy import SETTLE_FLOOR, App, DeployError, InfraError
 from ...swarm.host import Host
 from ...swarm.port import SwarmError, SwarmPort
 from ...swarm.recipe import Recipe, RecipeError, run_domain
