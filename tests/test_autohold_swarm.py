@@ -91,6 +91,16 @@ class World:
         self.gk.stop()
 
 
+def gone(port, stack: str) -> bool:
+    """Nothing of ``stack`` is left (False while another process is removing it: a
+    container listed can be gone before it is inspected)."""
+    import docker.errors
+    try:
+        return not port.leftovers(stack)
+    except docker.errors.NotFound:
+        return False
+
+
 @pytest.fixture
 def world(tmp_path, port, monkeypatch):
     world = World(tmp_path, monkeypatch)
@@ -138,7 +148,7 @@ def test_a_held_install_stays_until_released(world, port):
 
     released = cli("autohold", "release", "1", *world.client)
     assert released.returncode == 0 and f"removing {stack}" in released.stdout
-    wait_for(lambda: not port.leftovers(stack) and not world.leases(), 150,
+    wait_for(lambda: gone(port, stack) and not world.leases(), 150,
              "the released app to be removed")
     assert "0 stack(s) removed" in world.janitor()
 
@@ -160,6 +170,38 @@ def test_a_held_install_goes_when_its_hold_expires(world, port, monkeypatch):
     assert time.time() < until, "the run took too long to test the hold before it expired"
     assert port.services(stack) and world.leases() == [lease]
     # the lease goes right after the stack (it must outlive it)
-    wait_for(lambda: not port.leftovers(stack) and not world.leases(), 60,
+    wait_for(lambda: gone(port, stack) and not world.leases(), 60,
              "the worker's janitor to remove it")
     assert "0 stack(s) removed" in world.janitor()
+
+
+def test_a_failing_systest_keeps_its_upgraded_app_until_the_gatekeeper_releases_it(
+        tmp_path, port, host, monkeypatch):
+    from ccci_gate.swarm import holds
+    from ccci_gate.worker.kinds import get_kind
+    from recipe_helpers import checkout, context
+    repo = make_recipe(tmp_path / "repos")
+    sha = commit_head(repo, "1.2.0+1", build_image("3"), command=CRASH)
+    monkeypatch.chdir(tmp_path)
+    ws = checkout(repo, Path("ws"), "refs/pull/1/head")
+    build = "cd" * 16
+    ctx, lines = context(ws, "systest", ZUUL_COMMIT=sha, ZUUL_UUID=build,
+                         **{holds.REQUEST: "7", holds.FOR: "600", holds.URL: ""})
+    kind = get_kind("recipe-systest")
+    kind._host = host
+    assert kind.run(ctx) == "FAILURE"
+    text = "".join(lines)
+    assert "head applied, then swarm rolled back" in text and "nothing of" not in text
+    report = ctx.report["autohold"]
+    stack = report["stack"]
+    assert report["request"] == "7" and report["until"] - report["held_at"] == pytest.approx(600)
+    assert report["networks"] == [f"{stack}_default"] and report["domain"].endswith(".ci.local")
+    assert [s.name for s in port.services(stack)] == [f"{stack}_app"]   # the base, rolled back to
+    assert host.janitor(port, log=lambda _: None, ask=lambda hold: "held") == []
+    assert host.janitor(port, log=lambda _: None, ask=lambda hold: None) == []   # unreachable
+    assert port.services(stack)
+    said: list[str] = []
+    assert host.janitor(port, log=said.append, ask=lambda hold: "released") == [stack]
+    assert said == [f"janitor: {stack} was held for build {build}: its hold was released "
+                    f"(request 7); removing it\n"]
+    assert port.leftovers(stack) == {} and host.leases() == []
