@@ -196,6 +196,13 @@ def test_the_gatekeeper_expires_held_apps_and_runs_its_janitor_on_release(tmp_pa
         autohold.stop()
 
 
+def test_a_replay_is_not_held():
+    from ccci_gate.commands.replay import fresh_parameters
+    record = {"id": BUILD, "parameters": {"ZUUL_PROJECT": "coop-cloud/hello",
+                                          holds.REQUEST: "1", holds.FOR: "60", holds.URL: "u"}}
+    assert fresh_parameters(record, {}) == ({"ZUUL_PROJECT": "coop-cloud/hello"}, [])
+
+
 # --- the janitor's predicate ---------------------------------------------------------------------
 
 def test_a_held_lease_stands_until_it_expires_or_is_released(tmp_path):

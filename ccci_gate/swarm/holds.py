@@ -28,6 +28,7 @@ import requests
 log = logging.getLogger("ccci_gate.swarm.holds")
 
 REQUEST, FOR, URL = "CCCI_AUTOHOLD", "CCCI_AUTOHOLD_FOR", "CCCI_AUTOHOLD_URL"
+PARAMETERS = (REQUEST, FOR, URL)
 HOLDABLE = ("FAILURE", "TIMED_OUT")
 DEFAULT_INTERVAL = 60.0
 Ask = Callable[[Mapping[str, Any]], "str | None"]   # a held lease → its state, or None
