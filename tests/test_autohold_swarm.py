@@ -76,7 +76,9 @@ class World:
         self.runs += 1
         item = finished(self.gk, self.runs, timeout=240)[-1]
         [job] = item["jobs"]
-        return job["result"], (self.gk.log_dir / f"{job['id']}.log").read_text()
+        logs = self.gk.logs
+        wait_for(lambda: logs.state(job["id"]) == "finished", 30, "the log")
+        return job["result"], (logs.read(job["id"]) or b"").decode("utf-8", "replace")
 
     def leases(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted((self.state / "leases").glob("*.json"))]
