@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .autohold import api as autohold_api
+from .autohold.service import Autohold
+from .autohold.store import HoldStore
 from .config.loader import LayoutError, load_layout
 from .core.engine import Engine
 from .core.events import ReconfigureRequest
@@ -113,14 +116,17 @@ class Gatekeeper:
         self._unconfigured_said: set[str] = set()
         _quiet_per_report_warnings()
         signer = Signer(self.admin_token)   # build credentials (credentials.py)
-        self.handoff = ResultHandoff(signer, web_url, self._emit)
+        self.autohold = Autohold(HoldStore(state / "autohold.sqlite"), web_url,
+                                 lambda: self.scheduler.snapshot.layout)
+        self.handoff = ResultHandoff(signer, web_url, self._emit, self.autohold.take)
         self.artifacts = ArtifactStore(state / "artifacts", signer)
         self.jobdefs = JobCatalog(state / "jobdefs", settings.jobs_dir, web_url)
         self.jobdefs.publish(self.layout)
         self.scheduler = Scheduler(
             self.engine, self.merger,
             HandoffDispatcher(self.recorder, self.handoff,
-                              (self.artifacts.parameters, self.jobdefs.parameters)),
+                              (self.artifacts.parameters, self.jobdefs.parameters,
+                               self.autohold.parameters)),
             self.store,
             reporters=self.reporters,
             sources={"git": GitSource(self.merger, self._emit), **self.connections.sources},
@@ -149,6 +155,7 @@ class Gatekeeper:
         self.jobdefs.register(self.router)
         self.pages = Pages(self.api)
         self.pages.register(self.router)
+        autohold_api.register(self.router, self.autohold, self.api.admin)
         self.router.add("GET", "/git/", git_http_handler(state / "git"))
         self.router.add("POST", "/git/", git_http_handler(state / "git"))
         self.connections.register_routes(self.router)
@@ -246,6 +253,7 @@ class Gatekeeper:
         self.timer.start()
         self.watcher.start()
         self.connections.start()
+        self.autohold.start()
         if self.worker is not None:
             thread = threading.Thread(target=self.worker.run_forever, name="local-worker",
                                       daemon=True)
@@ -297,7 +305,8 @@ class Gatekeeper:
         for part in (self.web, self.timer, self.watcher, self.worker, self.janitor):
             self._stop_part(part)
         self.scheduler.stop()
-        for part in (self.connections, self.dispatcher, self.gearman_server, self.recorder):
+        for part in (self.connections, self.dispatcher, self.gearman_server, self.recorder,
+                     self.autohold):
             self._stop_part(part)
         self.logs.drain(STOP_PART)
         if not self.scheduler.running:

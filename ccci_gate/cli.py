@@ -25,10 +25,12 @@ import requests
 from .gearman.protocol import tune_threads
 
 # modules under ccci_gate/commands/ that add subcommands (each has register(sub))
+from .commands import autohold as _autohold_command
 from .commands import logs as _logs_command, replay as _replay_command
 from .commands import status as _status_command, tls as _tls_command
 
-COMMAND_MODULES: list[Any] = [_status_command, _tls_command, _logs_command, _replay_command]
+COMMAND_MODULES: list[Any] = [_status_command, _tls_command, _logs_command, _replay_command,
+                              _autohold_command]
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -234,6 +236,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                           jobs_poll=args.jobs_poll)
     if any(job.kind.startswith("recipe-") for job in daemon.jobs.values()):
         janitor_pass(None, quiet=True)  # what a previous, killed worker here left behind
+    from .swarm.holds import Periodic   # and held apps (autohold) once released or expired
+    Periodic("janitor", lambda: janitor_pass(None, quiet=True)).start()
     signal.signal(signal.SIGTERM, lambda *_: daemon.shutdown())
     tune_threads()
     print(f"worker {args.name}: {len(daemon.jobs)} jobs, labels {args.label or '-'}, servers "
@@ -243,14 +247,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def janitor_pass(state: Path | None, quiet: bool = False) -> int:
-    """One janitor pass over this host's run leases; returns how many stacks it removed."""
+    """One janitor pass over this host's run leases (asking the gatekeeper about held
+    apps); returns how many stacks it removed."""
+    from .swarm.holds import ask_gatekeeper
     from .swarm.host import Host
     from .swarm.port import SwarmPort
     host = Host.from_env() if state is None else Host(state)
     if not host.leases():
         return 0
     try:
-        return len(host.janitor(SwarmPort(), log=lambda text: print(text, end="", flush=True)))
+        return len(host.janitor(SwarmPort(), log=lambda text: print(text, end="", flush=True),
+                                ask=ask_gatekeeper))
     except Exception as exc:  # noqa: BLE001 - at worker start, Docker missing is not fatal
         if not quiet:
             raise
@@ -314,13 +321,26 @@ def _token(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
-    token, source = _token(args)
+    code, data = _call(args, path, body)
+    if code == 0:
+        print(json.dumps(data))
+    return code
+
+
+def _call(args: argparse.Namespace, path: str, body: dict[str, Any] | None
+          ) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` with the admin token (GET, without one, when ``body`` is None);
+    (0, the answer), or (exit code, {}) once the error is printed."""
+    token, source = _token(args) if body is not None else ("", "")
     try:
-        resp = requests.post(args.url.rstrip("/") + path, json=body, timeout=30,
-                             headers={"Authorization": f"Bearer {token}"})
+        if body is None:
+            resp = requests.get(args.url.rstrip("/") + path, timeout=30)
+        else:
+            resp = requests.post(args.url.rstrip("/") + path, json=body, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"})
     except requests.RequestException as exc:
         print(f"ccci-gate: cannot reach the gatekeeper at {args.url}: {exc}", file=sys.stderr)
-        return 2
+        return 2, {}
     try:
         data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
     except ValueError:
@@ -328,13 +348,12 @@ def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
     if resp.status_code == 401:
         print(f"ccci-gate: the gatekeeper at {args.url} refused the admin token from {source} "
               f"(stale? a gatekeeper takes the token in its own state directory)", file=sys.stderr)
-        return 1
+        return 1, {}
     if resp.status_code >= 400:
         for line in data.get("errors", []) or [data.get("error", resp.text)]:
             print(line, file=sys.stderr)
-        return 1
-    print(json.dumps(data))
-    return 0
+        return 1, {}
+    return 0, data
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ complete their builds instead.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,6 +28,8 @@ from .core.model import Result
 from .credentials import Signer, bearer
 from .web.routes import Request, Response, Router
 
+log = logging.getLogger("ccci_gate.handoff")
+
 MESSAGE_MAX = 1000       # characters of a build's message kept
 HANDOFF_GRACE = 3.0      # seconds: workers retry every second (worker/handoff.py)
 PATH = re.compile(r"^/builds/([0-9a-f]{32})/result$")
@@ -35,10 +38,12 @@ PATH = re.compile(r"^/builds/([0-9a-f]{32})/result$")
 class ResultHandoff:
     """Signs builds' hand-over parameters and takes results posted back."""
 
-    def __init__(self, signer: Signer, web_url: str, emit: Callable[[Any], None]):
+    def __init__(self, signer: Signer, web_url: str, emit: Callable[[Any], None],
+                 on_extra: Callable[[str, dict], None] | None = None):
         self.signer = signer
         self.web_url = web_url.rstrip("/")
         self.emit = emit
+        self.on_extra = on_extra   # what a result carries besides it (the autohold's app)
 
     def token(self, build_id: str) -> str:
         return self.signer.sign("result", build_id)
@@ -68,6 +73,11 @@ class ResultHandoff:
             return Response.error(400, "expected {\"result\": <a build result>}")
         if not isinstance(message, str):
             return Response.error(400, "\"message\" must be a string")
+        if self.on_extra is not None and set(body) - {"result", "message"}:
+            try:
+                self.on_extra(build_id, body)
+            except Exception:   # noqa: BLE001 - never lose the result for its extras
+                log.exception("build %s: what came with its result was not taken", build_id)
         self.emit(BuildCompleted(build_id, result.value, message=message[:MESSAGE_MAX]))
         return Response.json({"accepted": build_id}, 202)
 

@@ -33,11 +33,13 @@ from typing import Any
 
 import requests
 
+from ..swarm.holds import PARAMETERS as AUTOHOLD
 from .logs import EXIT, NO_LOG, OTHER_RESULT
 
 # the gatekeeper's own credentials for one buildset: the result hand-over (handoff.py) and
-# the artifact store's write token (web/artifacts.py) — a replay has neither
-HANDOFF = ("CCCI_RESULT_URL", "CCCI_RESULT_TOKEN", "CCCI_ARTIFACTS_TOKEN")
+# the artifact store's write token (web/artifacts.py) — a replay has neither; nor is it
+# held by the autohold the build was dispatched under (its hold would reach no gatekeeper)
+HANDOFF = ("CCCI_RESULT_URL", "CCCI_RESULT_TOKEN", "CCCI_ARTIFACTS_TOKEN") + AUTOHOLD
 
 
 def register(sub: Any) -> None:

@@ -8,6 +8,9 @@
 - **janitor**: a stack whose lease names a process that is no longer running (a worker
   killed mid-run, a crashed host) is purged. Only stacks of cold runs have leases, so
   warm canonicals and infrastructure stacks are never touched.
+- **held lease** (autohold, ``swarm.holds``): a failing run's lease with a ``hold``; it
+  outlives the run's process. The janitor never reaps it while the hold stands and
+  always once it expired or was released, whatever its pid.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import holds
 from .port import SwarmError, SwarmPort
 
 
@@ -72,10 +76,23 @@ class Host:
         return self.state / "leases" / f"{stack}.json"
 
     def take_lease(self, stack: str, build: str) -> None:
+        self._write_lease(stack, {"stack": stack, "build": build, "pid": os.getpid(),
+                                  "time": time.time()})
+
+    def hold(self, stack: str, hold: dict) -> None:
+        """Keep the run's app past its process (autohold): the janitor reaps it only once
+        ``holds.why_release(hold)`` says so."""
+        path = self._lease(stack)
+        lease = json.loads(path.read_text()) if path.exists() else {"stack": stack}
+        self._write_lease(stack, {**lease, "hold": hold})
+
+    def _write_lease(self, stack: str, lease: dict) -> None:
+        """Whole or not at all: a janitor never reads half a lease (and reaps a live run)."""
         path = self._lease(stack)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"stack": stack, "build": build, "pid": os.getpid(),
-                                    "time": time.time()}))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(lease))
+        os.replace(tmp, path)
 
     def drop_lease(self, stack: str) -> None:
         self._lease(stack).unlink(missing_ok=True)
@@ -90,15 +107,25 @@ class Host:
                 out.append({"stack": path.stem, "pid": 0})
         return out
 
-    def janitor(self, port: SwarmPort, log: Callable[[str], None] = print) -> list[str]:
-        """Purge the stacks of runs whose process is gone; returns their names."""
+    def janitor(self, port: SwarmPort, log: Callable[[str], None] = print,
+                ask: holds.Ask | None = None, held_only: bool = False) -> list[str]:
+        """Purge the stacks of runs whose process is gone, and held apps whose hold
+        expired or was released (``ask``: the gatekeeper's word on a hold); returns their
+        names. ``held_only``: look at held apps only."""
         reaped = []
         for lease in self.leases():
-            if _alive(int(lease.get("pid") or 0)):
-                continue
             stack = lease["stack"]
-            log(f"janitor: {stack} was left by build {lease.get('build', '?')} "
-                f"(pid {lease.get('pid')} is gone); removing it\n")
+            if isinstance(lease.get("hold"), dict):
+                why = holds.why_release(lease["hold"], ask)
+                if why is None:
+                    continue
+                log(f"janitor: {stack} was held for build {lease.get('build', '?')}: "
+                    f"{why}; removing it\n")
+            elif held_only or _alive(int(lease.get("pid") or 0)):
+                continue
+            else:
+                log(f"janitor: {stack} was left by build {lease.get('build', '?')} "
+                    f"(pid {lease.get('pid')} is gone); removing it\n")
             port.purge(stack)
             self.drop_lease(stack)
             reaped.append(stack)

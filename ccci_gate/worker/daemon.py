@@ -319,6 +319,7 @@ class WorkerDaemon:
         request.started(self.name, extra=self.warm_report())
         workspace = self.workdir / request.build_id
         message = ""
+        report: dict = {}   # what the kind hands back beside its result (autohold)
         try:
             if params.get(JOB_URL):
                 try:
@@ -346,7 +347,8 @@ class WorkerDaemon:
                     request.fail()
                     return
                 ctx = BuildContext(job, params, workspace, stream.write, request.progress,
-                                   stop, deadline, jobs_dir, warm_root=self.warm.root)
+                                   stop, deadline, jobs_dir, warm_root=self.warm.root,
+                                   report=report)
                 try:
                     result = get_kind(job.kind).run(ctx)
                 except Exception:
@@ -355,7 +357,10 @@ class WorkerDaemon:
                 if stop.is_set() and result not in ("TIMED_OUT",):
                     result = "ABORTED"
                 message = ctx.message
-            hand_over(params, request.build_id, result, message)   # also by HTTP (handoff.py)
+            if "autohold" in report:
+                report["autohold"]["worker"] = self.name
+            # also by HTTP (handoff.py)
+            hand_over(params, request.build_id, result, message, report)
             if result == "ERROR":
                 stream.write("result: ERROR (an infrastructure error: the gatekeeper retries "
                              "the build)\n")
@@ -365,8 +370,9 @@ class WorkerDaemon:
             else:
                 stream.write(f"result: {result}\n")
                 stream.close()
-                request.complete(result, {**({"message": message} if message else {}),
-                                          **self.warm_report()} or None)
+                extra = {**report, **({"message": message} if message else {}),
+                         **self.warm_report()}
+                request.complete(result, extra or None)
         finally:
             stream.close()
             self._stops.pop(request.build_id, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import requests
 
@@ -25,24 +25,26 @@ NOT_VERDICTS = ("ABORTED", "CANCELED", "ERROR")   # stopped, lost, or the worker
 
 
 def hand_over(params: Mapping[str, str], build_id: str, result: str | None,
-              message: str = "", retry_for: float = RETRY_FOR) -> threading.Thread | None:
-    """Start handing ``result`` (and the kind's ``message``) over, when the build says
-    where; the thread, or None."""
+              message: str = "", extra: Mapping[str, Any] | None = None,
+              retry_for: float = RETRY_FOR) -> threading.Thread | None:
+    """Start handing ``result`` (and the kind's ``message``, and ``extra``: the app an
+    autohold kept) over, when the build says where; the thread, or None."""
     url, token = params.get("CCCI_RESULT_URL"), params.get("CCCI_RESULT_TOKEN")
     if not url or not token or not result or result in NOT_VERDICTS:
         return None
     thread = threading.Thread(target=deliver,
-                              args=(url, token, build_id, result, retry_for, message),
+                              args=(url, token, build_id, result, retry_for, message, extra),
                               name=f"handoff-{build_id[:8]}", daemon=True)
     thread.start()
     return thread
 
 
 def deliver(url: str, token: str, build_id: str, result: str,
-            retry_for: float = RETRY_FOR, message: str = "") -> int | None:
+            retry_for: float = RETRY_FOR, message: str = "",
+            extra: Mapping[str, Any] | None = None) -> int | None:
     """POST until the gatekeeper answers (any status below 500); that status, or None."""
     deadline = time.monotonic() + retry_for
-    body = {"result": result, **({"message": message} if message else {})}
+    body = {**(extra or {}), "result": result, **({"message": message} if message else {})}
     while True:
         try:
             response = requests.post(url, json=body, timeout=10,

@@ -34,6 +34,8 @@ class BuildContext:
       summary (status, history, reports).
     - ``warm_root``: the host's warm root (``swarm.warm``; None: ``CCCI_WARM_ROOT``, else
       the default), as the worker registering the ``warm:<recipe>`` labels sees it.
+    - ``report``: what the kind hands back with its result besides the result string
+      (``autohold``: the app it kept deployed, ``swarm.holds``).
     """
 
     job: JobConfig
@@ -46,6 +48,7 @@ class BuildContext:
     jobs_dir: Path | None = None
     message: str = ""
     warm_root: Path | None = None
+    report: dict = field(default_factory=dict)
 
     @property
     def stopped(self) -> bool:

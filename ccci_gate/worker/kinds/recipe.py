@@ -9,9 +9,11 @@ on a real Docker Swarm.
   probe serving from outside the app, tear down and prove nothing is left.
 
 Each deploying run holds one of the host's ``max_tests`` slots and a lease for the
-janitor (``swarm.host``). Job parameters: ``RECIPE`` (default: the project's last path
-part), ``CCCI_TEST_DOMAIN`` (base domain of run apps, default ``ci.local``),
-``CCCI_SETTLE_FLOOR`` (seconds, default 30; a recipe's ``ccci.settle`` label replaces it).
+janitor (``swarm.host``). A failing run of a job an operator holds (autohold:
+``CCCI_AUTOHOLD``) keeps its app deployed instead of tearing it down (``swarm.holds``).
+Job parameters: ``RECIPE`` (default: the project's last path part), ``CCCI_TEST_DOMAIN``
+(base domain of run apps, default ``ci.local``), ``CCCI_SETTLE_FLOOR`` (seconds, default
+30; a recipe's ``ccci.settle`` label replaces it).
 
 Verdicts: a failure of the change is ``FAILURE``; a fault of the host — out of memory
 or resources, the Docker daemon, the artifact store, git — is ``ERROR``, named as such
@@ -27,6 +29,7 @@ import docker.errors
 import requests
 
 from ...git import GitError
+from ...swarm import holds
 from ...swarm.deploy import SETTLE_FLOOR, App, DeployError, InfraError
 from ...swarm.host import Host
 from ...swarm.port import SwarmError, SwarmPort
@@ -129,17 +132,21 @@ class Deploying:
             with host.slot(wait=lambda: not ctx.stopped, log=ctx.log):
                 app = App(self.port, self.recipe(ctx, domain), ctx.log, ctx.stop)
                 host.take_lease(app.stack, ctx.parameters.get("ZUUL_UUID", ""))
+                verdict = None
                 try:
-                    return self.test(ctx, app)
+                    verdict = self.test(ctx, app)
                 except (DeployError, SnapshotError, RecipeError) as exc:
                     ctx.log(f"FAILED: {exc}\n")
                     if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-                        return "TIMED_OUT"
-                    return "ABORTED" if ctx.stopped else "FAILURE"
+                        verdict = "TIMED_OUT"
+                    else:
+                        verdict = "ABORTED" if ctx.stopped else "FAILURE"
                 finally:
-                    app.teardown()
-                    host.drop_lease(app.stack)
-                    ctx.log(f"nothing of {app.stack} is left\n")
+                    if not self.held(ctx, host, app, verdict):
+                        app.teardown()
+                        host.drop_lease(app.stack)
+                        ctx.log(f"nothing of {app.stack} is left\n")
+                return verdict
         except RecipeError as exc:
             ctx.log(f"FAILED: {exc}\n")
             return "FAILURE"
@@ -155,6 +162,19 @@ class Deploying:
 
     def test(self, ctx: BuildContext, app: App) -> str:
         raise NotImplementedError
+
+    def held(self, ctx: BuildContext, host: Host, app: App, verdict: str | None) -> bool:
+        """Keep a failing run's app deployed when an autohold asks (``swarm.holds``);
+        the hold goes back with the result (``ctx.report``). False: tear it down."""
+        if not holds.wanted(ctx.parameters, verdict, ctx.stopped):
+            return False
+        try:
+            ctx.report["autohold"] = holds.hold_app(host, self.port, app.stack,
+                                                    app.recipe.domain, ctx.parameters, ctx.log)
+        except (OSError, SwarmError, docker.errors.DockerException) as exc:
+            ctx.log(f"AUTOHOLD not applied ({exc}): tearing {app.stack} down\n")
+            return False
+        return True
 
     def cold_deploy(self, ctx: BuildContext, app: App, commit: str) -> None:
         """Deploy cold and wait until every service runs healthy."""

@@ -33,6 +33,7 @@ import subprocess
 from pathlib import Path
 
 from ...git import git, out
+from ...swarm import holds
 from ...swarm.deploy import App, DeployError
 from .. import process
 from ...swarm.recipe import Recipe, RecipeError
@@ -54,6 +55,9 @@ class RecipeSystest(Deploying):
         if ctx.parameters.get("CCCI_QUICK") == "1":
             result = quick.QuickLane(self).run(ctx)
             if result is not None:
+                if holds.wanted(ctx.parameters, result, ctx.stopped):
+                    ctx.log("AUTOHOLD not applied: the quick lane puts its warm canonical "
+                            "back; a cold run of this job can be held\n")
                 return result
         else:
             ctx.log("lane: cold\n")
