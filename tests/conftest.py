@@ -140,3 +140,15 @@ def artifacts_dir(tmp_path):
     root = Path(os.environ.get("CCCI_ARTIFACTS_DIR") or tmp_path / "artifacts")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@pytest.fixture
+def warm_root(tmp_path, monkeypatch, port):
+    """A warm root of the test's own (``CCCI_WARM_ROOT``); its canonicals are dropped
+    (app, volumes, warm data) afterwards."""
+    from ccci_gate.swarm import warm
+    root = tmp_path / "warm"
+    monkeypatch.setenv("CCCI_WARM_ROOT", str(root))
+    yield root
+    for canonical in warm.canonicals(root):
+        warm.drop(port, canonical)

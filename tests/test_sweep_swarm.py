@@ -26,15 +26,6 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def warm_root(tmp_path, monkeypatch, port):
-    root = tmp_path / "warm"
-    monkeypatch.setenv("CCCI_WARM_ROOT", str(root))
-    yield root
-    for canonical in warm.canonicals(root):
-        warm.drop(port, canonical)
-
-
 def snapshot_bytes(canonical: warm.Canonical) -> dict[str, bytes]:
     snap = Path(canonical.known_good()["snapshot"])
     return {p.name: p.read_bytes() for p in sorted(snap.iterdir())}

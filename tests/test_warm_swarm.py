@@ -46,15 +46,6 @@ def seed(tmp_path, host, repo) -> warm.Canonical:
     return quick.canonical_for(ctx)
 
 
-@pytest.fixture
-def warm_root(tmp_path, monkeypatch, port):
-    root = tmp_path / "warm"
-    monkeypatch.setenv("CCCI_WARM_ROOT", str(root))
-    yield root
-    for canonical in warm.canonicals(root):
-        warm.drop(port, canonical)
-
-
 def test_green_cold_tagged_run_promotes_and_quick_pass_keeps_the_known_good(
         tmp_path, port, host, warm_root):
     repo, sha = make_faulty(tmp_path / "repos")
