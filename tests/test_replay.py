@@ -120,19 +120,27 @@ def test_replay_of_a_failing_build_exits_1_and_an_unknown_one_2(world):
     assert unknown.returncode == 2 and "no such build" in unknown.stderr
 
 
+def blocking_replay(gk, gearman: str, build: str | None = None,
+                    *extra: str) -> tuple[subprocess.Popen, str]:
+    """Replay ``build`` (default: run change 1 through check and take its build) with a
+    DEPLOY_PASSWORD that makes the job block until it is stopped; stdout and stderr piped."""
+    if build is None:
+        admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
+        [item] = finished(gk)
+        build = item["jobs"][0]["id"]
+    environ = {k: v for k, v in os.environ.items() if k != "DEPLOY_PASSWORD"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
+         "--gearman", gearman, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"}), build
+
+
 def test_an_interrupted_replay_stops_its_build_on_the_worker(world):
     import re
     import signal
     import time
     gk, gearman, _jobs_dir, _tmp = world
-    admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
-    [item] = finished(gk)
-    build = item["jobs"][0]["id"]
-    environ = {k: v for k, v in os.environ.items() if k != "DEPLOY_PASSWORD"}
-    replay = subprocess.Popen(
-        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
-         "--gearman", gearman], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"})
+    replay, build = blocking_replay(gk, gearman)
     line = replay.stdout.readline().decode()
     while "blocking pid" not in line:
         assert line, replay.stderr.read().decode()
@@ -147,10 +155,8 @@ def test_an_interrupted_replay_stops_its_build_on_the_worker(world):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{pid}"), "the build still runs on the worker"
     # past --timeout: the same
-    timed = subprocess.run(
-        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
-         "--gearman", gearman, "--timeout", "3"], capture_output=True, text=True, timeout=60,
-        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"})
+    timed, _ = blocking_replay(gk, gearman, build, "--timeout", "3")
+    timed.stdout, timed.stderr = (text.decode() for text in timed.communicate(timeout=60))
     assert timed.returncode == 2 and "no result within 3 s" in timed.stderr
     assert "asked replayer to stop build" in timed.stderr
     pid = int(re.search(r"blocking pid (\d+)", timed.stdout).group(1))

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from e2e_helpers import admin, finished, make_repo, start_gatekeeper, worker_process, write_layout
+from e2e_helpers import make_repo, start_gatekeeper, worker_process, write_layout
 from e2e_helpers import admin_pipeline
-from test_replay import JOBS, PROJECTS, SCRIPTS
+from test_replay import JOBS, PROJECTS, SCRIPTS, blocking_replay
 
 
 @pytest.fixture
@@ -37,14 +37,7 @@ def world(tmp_path, gearman_server):
 
 def test_a_replay_whose_worker_dies_ends_with_no_result(world):
     gk, gearman, worker, jobs_dir, tmp_path = world
-    admin(gk, "/admin/enqueue", {"pipeline": "check", "project": "org/app", "change": 1})
-    [item] = finished(gk)
-    build = item["jobs"][0]["id"]
-    environ = {k: v for k, v in os.environ.items() if k != "DEPLOY_PASSWORD"}
-    replay = subprocess.Popen(
-        [sys.executable, "-m", "ccci_gate.cli", "replay", build, "--url", gk.web_url,
-         "--gearman", gearman], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**environ, "DEPLOY_PASSWORD": "wait-forever-please"})
+    replay, build = blocking_replay(gk, gearman)
     pid = None
     try:
         line = replay.stdout.readline().decode()
