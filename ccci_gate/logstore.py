@@ -30,6 +30,7 @@ import os
 import queue
 import shutil
 import threading
+import uuid
 import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -99,7 +100,9 @@ class LogStore:
         kept growing. The lock is held only to swap the files, never while compressing:
         an append (gear's poll thread) never waits on a big file."""
         plain, packed = self.plain(build_id), self.packed(build_id)
-        tmp = self.root / f".{build_id}.log.gz.part"
+        # one temporary file per call: the compress thread and the retention janitor may
+        # finish one log at once, and the loser must not truncate what the winner published
+        tmp = self.root / f".{build_id}.{uuid.uuid4().hex}.log.gz.part"
         for _ in range(3):
             try:
                 size = plain.stat().st_size

@@ -52,6 +52,45 @@ def test_finish_compresses_atomically_and_a_reader_of_the_plain_file_reads_on(tm
     assert not logs.packed(build).exists()
 
 
+def test_two_finishes_of_one_log_at_once_never_show_a_truncated_log(tmp_path, monkeypatch):
+    """The compress thread and the retention janitor may finish one log at once: each
+    writes its own temporary file, so the one that loses never truncates the gzip the
+    winner has just published."""
+    from ccci_gate import logstore
+    logs = LogStore(tmp_path)
+    build = uuid.uuid4().hex
+    logs.append(build, TEXT.decode())
+    real, calls = logstore.seekgz.write, []
+    second_opened, release = threading.Event(), threading.Event()
+
+    def write(src, size, dst):
+        calls.append(dst)
+        if len(calls) == 1:      # the first has written it all; wait until the second opened
+            real(src, size, dst)
+            dst.flush()
+            assert second_opened.wait(10)
+        else:                    # the second opened its temporary file: hold it there
+            second_opened.set()
+            assert release.wait(10)
+            real(src, size, dst)
+    monkeypatch.setattr(logstore.seekgz, "write", write)
+    results: dict[str, bool] = {}
+    first = threading.Thread(target=lambda: results.update(first=logs.finish(build)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = threading.Thread(target=lambda: results.update(second=logs.finish(build)))
+    second.start()
+    first.join(10)
+    assert results.get("first") is True
+    assert gzip.decompress(logs.packed(build).read_bytes()) == TEXT, "the published log is whole"
+    release.set()
+    second.join(10)
+    assert results.get("second") is False and logs.read(build) == TEXT
+    assert not list(tmp_path.glob(".*")), "no temporary file left"
+
+
 def test_finish_later_runs_off_the_callers_thread(tmp_path):
     logs = LogStore(tmp_path)
     build = uuid.uuid4().hex
