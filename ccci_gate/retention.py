@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .disk import tree_bytes
 from .logstore import LogStore
 from .store import Store
 
@@ -99,24 +100,6 @@ class Policy:
                              f"shorter than max-age ({_age(policy.max_age)}): history would "
                              f"be removed before its logs")
         return policy
-
-
-def tree_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (symlinks not followed); 0 if it is absent."""
-    total = 0
-    try:
-        entries = list(os.scandir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return path.stat().st_size if path.is_file() else 0
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                total += tree_bytes(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
-            continue
-    return total
 
 
 class Janitor:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from ..disk import tree_bytes
 from .host import default_state
 from .port import SwarmError, SwarmPort
 from .recipe import Recipe, stack_name
@@ -247,7 +248,9 @@ def canonicals(root: Path) -> list[Canonical]:
 
 
 def disk_usage(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes of the files under ``path`` (:func:`ccci_gate.disk.tree_bytes`: symlinks not
+    followed, a file removed during the walk skipped)."""
+    return tree_bytes(path)
 
 
 USAGE_TTL = 600.0       # seconds a cached disk use is trusted even if nothing changed
